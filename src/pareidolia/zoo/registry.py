@@ -1,0 +1,83 @@
+"""The zoo's registry: every shipped face model, found by name, loaded with a checked sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from functools import cache
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from pareidolia.zoo.spec import ModelSpec, Role
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+# Modules that define ``SPECS: tuple[ModelSpec, ...]``, in listing order.
+_MODULES = ("pareidolia.zoo.dlib_resnet", "pareidolia.zoo.sface", "pareidolia.zoo.human", "pareidolia.zoo.faceapi_dense")
+
+
+class WeightsError(RuntimeError):
+    """A weight file is missing or does not match its recorded checksum."""
+
+
+@cache
+def specs() -> dict[str, ModelSpec]:
+    """All model specs by name."""
+    out: dict[str, ModelSpec] = {}
+    for mod in _MODULES:
+        for spec in importlib.import_module(mod).SPECS:
+            out[spec.name] = spec
+    return out
+
+
+def names(role: Role | None = None) -> list[str]:
+    """Model names, optionally only those of one role."""
+    return [n for n, s in specs().items() if role is None or s.role == role]
+
+
+def get(name: str) -> ModelSpec:
+    """The spec of model ``name``; a clear error lists the known names."""
+    try:
+        return specs()[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(specs())}") from None
+
+
+def weights_path(spec: ModelSpec) -> Path:
+    return WEIGHTS_DIR / spec.weights_file
+
+
+@cache
+def _file_sha256(path: Path, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_status(spec: ModelSpec) -> str:
+    """``ok``, ``missing`` or ``mismatch``."""
+    p = weights_path(spec)
+    if not p.exists():
+        return "missing"
+    return "ok" if _file_sha256(p, p.stat().st_mtime_ns) == spec.sha256 else "mismatch"
+
+
+def load(name: str, device: torch.device | str = "cpu") -> nn.Module:
+    """Build model ``name``, load its shipped weights after checking their sha256, and return it
+    in eval mode with gradients disabled for its parameters (inputs still receive gradients)."""
+    spec = get(name)
+    status = weights_status(spec)
+    path = weights_path(spec)
+    if status == "missing":
+        raise WeightsError(f"{path}: weights of {name!r} are missing; rebuild them with tools/convert_weights.py")
+    if status == "mismatch":
+        raise WeightsError(f"{path}: sha256 does not match the registry for {name!r}; the file is corrupt or from another conversion")
+    model = spec.factory()
+    model.load_state_dict(load_file(str(path)), strict=True)
+    model.eval().requires_grad_(False)
+    return model.to(device)
