@@ -108,5 +108,7 @@ def fetch(key: str) -> Path:
 
 
 if __name__ == "__main__":
-    for k in PACKAGES:
-        print(k, fetch(k))
+    import sys
+
+    for key in sys.argv[1:] or list(PACKAGES):
+        print(key, fetch(key))

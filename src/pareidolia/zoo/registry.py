@@ -50,6 +50,11 @@ def weights_path(spec: ModelSpec) -> Path:
     return WEIGHTS_DIR / spec.weights_file
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file (memoised on path and modification time)."""
+    return _file_sha256(path, path.stat().st_mtime_ns)
+
+
 @cache
 def _file_sha256(path: Path, mtime_ns: int) -> str:
     h = hashlib.sha256()
@@ -64,7 +69,7 @@ def weights_status(spec: ModelSpec) -> str:
     p = weights_path(spec)
     if not p.exists():
         return "missing"
-    return "ok" if _file_sha256(p, p.stat().st_mtime_ns) == spec.sha256 else "mismatch"
+    return "ok" if file_sha256(p) == spec.sha256 else "mismatch"
 
 
 def load(name: str, device: torch.device | str = "cpu") -> nn.Module:

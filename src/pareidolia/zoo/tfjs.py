@@ -32,7 +32,8 @@ def read_manifest(manifest: list[dict], folder: Path) -> dict[str, np.ndarray]:
             raw = np.frombuffer(buf, dtype=dtype, count=count, offset=offset)
             offset += nbytes
             if q and q["dtype"] in ("uint8", "uint16"):
-                arr = (raw.astype(np.float32) * np.float32(q["scale"]) + np.float32(q["min"]))
+                # TF.js computes code·scale + min in double precision, then rounds once to float32
+                arr = (raw.astype(np.float64) * q["scale"] + q["min"]).astype(np.float32)
             elif q and q["dtype"] == "float16":
                 arr = raw.astype(np.float32)
             else:

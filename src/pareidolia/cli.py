@@ -1,0 +1,82 @@
+"""The ``pareidolia`` command.
+
+Every sub-command reports problems a user can act on as one line ``pareidolia: <file>: <what>``
+and exit status 2, without a traceback; nothing is written when the input is bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pareidolia import __version__
+from pareidolia.errors import UserError
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from pareidolia.commands.verify import render_verify, verify_files
+
+    result = verify_files(Path(args.a), Path(args.b))
+    print(json.dumps(result, indent=2) if args.json else render_verify(result))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from pareidolia.commands.models import list_models, render_models
+
+    rows = list_models()
+    print(json.dumps(rows, indent=2) if args.json else render_models(rows))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pareidolia.commands.demo import run_demo
+
+    return run_demo(out_dir=Path(args.out) if args.out else None, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    p = argparse.ArgumentParser(
+        prog="pareidolia",
+        description="Protect face photos from face recognition by editing expressions (MAP).",
+    )
+    p.add_argument("--version", action="version", version=f"pareidolia {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("verify", help="compare the largest face of two photos with every FR model")
+    v.add_argument("a", help="first photo")
+    v.add_argument("b", help="second photo")
+    v.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    v.set_defaults(func=_cmd_verify)
+
+    m = sub.add_parser("models", help="list the face models and score networks, with checksum status")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m.set_defaults(func=_cmd_models)
+
+    d = sub.add_parser("demo", help="run the demo on the bundled public-domain astronaut photo")
+    d.add_argument("--out", help="folder for the demo's files (default: ./pareidolia-demo)")
+    d.add_argument("--json", action="store_true", help="print the report as JSON")
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, dispatch, and turn expected errors into one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (UserError, FileExistsError, PermissionError) as e:
+        print(f"pareidolia: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pareidolia: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Reading and writing photos safely.
+
+Reading applies the EXIF orientation, converts every colour mode (grayscale, palette, CMYK,
+16-bit, alpha) to 8-bit RGB, and refuses truncated files and decompression bombs with an
+:class:`ImageError` that names the file. Writing is atomic (temporary file in the same folder,
+then rename), never replaces an existing file unless asked, keeps the ICC profile, and drops
+EXIF/XMP (location, camera, maker) unless the caller keeps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pareidolia.errors import UserError
+
+with contextlib.suppress(ImportError):  # HEIC/HEIF only when the optional plugin is installed
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+
+MAX_PIXELS = 100_000_000
+"""Largest image accepted (100 megapixels): larger files are refused as possible decompression
+bombs. A 20,000 × 20,000 photo (400 MP) would need 1.2 GB as RGB before any processing."""
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
+)
+
+
+class ImageError(UserError):
+    """A file that cannot be used as a photo; the message names the file and the problem."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+@dataclass
+class Photo:
+    """A decoded photo: RGB pixels plus what is needed to write it back faithfully."""
+
+    path: Path
+    rgb: np.ndarray  # (H, W, 3) uint8, EXIF orientation applied
+    format: str  # Pillow format name of the source, e.g. "JPEG", "PNG"
+    alpha: np.ndarray | None = None  # (H, W) uint8 when the source had transparency
+    icc_profile: bytes | None = None
+    exif: bytes | None = field(default=None, repr=False)  # orientation reset to 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)."""
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def _to_8bit_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Convert any Pillow mode to (RGB uint8, alpha uint8 or None)."""
+    alpha = None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0
+        grey = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2), None
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        grey = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo)
+        grey8 = np.round(grey * 255).astype(np.uint8)
+        return np.repeat(grey8[:, :, None], 3, axis=2), None
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        arr = np.asarray(rgba)
+        alpha = np.ascontiguousarray(arr[:, :, 3])
+        return np.ascontiguousarray(arr[:, :, :3]), alpha
+    if img.mode == "RGB":
+        return np.asarray(img).copy(), None
+    return np.asarray(img.convert("RGB")).copy(), None
+
+
+def _too_large(pixels: int) -> str:
+    return (
+        f"image has {pixels / 1e6:.0f} megapixels, more than the {MAX_PIXELS / 1e6:.0f} MP limit "
+        "(refused as a possible decompression bomb); downscale it first"
+    )
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageError(path, _too_large(width * height))
+
+
+def read_photo(path: Path | str) -> Photo:
+    """Decode ``path`` into a :class:`Photo`; raise :class:`ImageError` on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(path, "no such file")
+    if path.is_dir():
+        raise ImageError(path, "is a folder, not an image")
+    if path.stat().st_size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb warning starts below our limit; our check below decides.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                _check_pixels(path, *img.size)
+                fmt = img.format or path.suffix.lstrip(".").upper()
+                img.load()
+                icc = img.info.get("icc_profile")
+                exif = img.getexif()
+                oriented = ImageOps.exif_transpose(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        raise ImageError(path, _too_large(int(found.group(1)) if found else MAX_PIXELS + 1)) from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image Pillow can read (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(path, f"cannot decode image ({e}); the file is truncated or corrupt") from None
+    rgb, alpha = _to_8bit_rgb(oriented)
+    exif_bytes = None
+    if exif:
+        exif[0x0112] = 1  # orientation is already applied to the pixels
+        exif_bytes = exif.tobytes()
+    return Photo(path=path, rgb=rgb, format=fmt, alpha=alpha, icc_profile=icc, exif=exif_bytes)
+
+
+_SAVE_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF",
+                ".tiff": "TIFF", ".bmp": "BMP"}
+
+
+def encode_photo(
+    rgb: np.ndarray,
+    fmt: str,
+    *,
+    alpha: np.ndarray | None = None,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    quality: int = 95,
+) -> bytes:
+    """Encode pixels to bytes in format ``fmt`` (JPEG at ``quality``, 4:4:4 chroma)."""
+    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+    if alpha is not None and fmt in ("PNG", "WEBP", "TIFF"):
+        img.putalpha(Image.fromarray(alpha, "L"))
+    kwargs: dict[str, object] = {}
+    if icc_profile:
+        kwargs["icc_profile"] = icc_profile
+    if exif:
+        kwargs["exif"] = exif
+    if fmt == "JPEG":
+        kwargs.update(quality=quality, subsampling=0, optimize=True)
+    elif fmt == "WEBP":
+        kwargs.update(quality=quality)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so a crash never
+    leaves a partial file; refuse to replace an existing file unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists; not overwriting")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if path appeared meanwhile: never clobbers
+            os.unlink(tmp)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_photo(
+    path: Path | str,
+    rgb: np.ndarray,
+    *,
+    like: Photo | None = None,
+    keep_metadata: bool = False,
+    quality: int = 95,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``rgb`` atomically to ``path``; format from the suffix. With ``like``, its alpha
+    channel and ICC profile are carried over, and its EXIF only when ``keep_metadata``."""
+    path = Path(path)
+    fmt = _SAVE_FORMAT.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(path, f"cannot write format {path.suffix!r}; use one of {sorted(_SAVE_FORMAT)}")
+    data = encode_photo(
+        rgb,
+        fmt,
+        alpha=like.alpha if like is not None else None,
+        icc_profile=like.icc_profile if like is not None else None,
+        exif=like.exif if (like is not None and keep_metadata) else None,
+        quality=quality,
+    )
+    atomic_write_bytes(path, data, overwrite=overwrite)
+    return path
+
+
+def output_path_for(src: Path, out_dir: Path | None, suffix: str = "_protected") -> Path:
+    """``photo.jpg`` → ``OUT/photo_protected.jpg``; a free name (``_protected-2`` …) if taken.
+    HEIC inputs are written as PNG (Pillow cannot encode HEIC without the plugin's encoder)."""
+    folder = out_dir if out_dir is not None else src.parent
+    ext = src.suffix if src.suffix.lower() in _SAVE_FORMAT else ".png"
+    candidate = folder / f"{src.stem}{suffix}{ext}"
+    n = 2
+    while candidate.exists():
+        candidate = folder / f"{src.stem}{suffix}-{n}{ext}"
+        n += 1
+    return candidate
+
+
+def iter_image_files(paths: list[Path]) -> list[Path]:
+    """Expand files and folders (recursively) into the image files to process, sorted."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found.extend(
+                sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            )
+        else:
+            found.append(p)
+    return found

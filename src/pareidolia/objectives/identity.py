@@ -1,0 +1,59 @@
+"""L_A, the identity objective: pull a face's embedding toward the target's in every surrogate
+FR model (METHOD.md §3.2).
+
+Each model sees its own chip, taken differentiably from the working crop, so one loss drives
+all surrogates through the same pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pareidolia.faces.align import ChipSampler
+from pareidolia.zoo import registry
+
+
+class SurrogateEnsemble(nn.Module):
+    """FR models with their chip samplers: working crops in [0, 1] → embeddings per model."""
+
+    def __init__(self, models: list[str], working_size: int = 256, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        if not models:
+            raise ValueError("the surrogate ensemble needs at least one FR model")
+        for m in models:
+            if registry.get(m).role != "fr":
+                raise ValueError(f"{m!r} is not an FR model (role {registry.get(m).role})")
+        self.names = list(models)
+        self.nets = nn.ModuleDict({m: registry.load(m, device) for m in models})
+        self.samplers = nn.ModuleDict({m: ChipSampler(registry.get(m).chip, working_size) for m in models}).to(device)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unit-normalised embeddings (B, D_m) of working crops ``x`` (B, 3, W, W) in [0, 1]."""
+        return {m: F.normalize(self.nets[m](self.samplers[m](x)), dim=-1) for m in self.names}
+
+
+class IdentityLoss(nn.Module):
+    """Mean over surrogates of 1 − cos(f_m(x), f_m(target)); per-sample values, shape (B,)."""
+
+    def __init__(self, ensemble: SurrogateEnsemble, target: torch.Tensor) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+        with torch.no_grad():
+            emb = ensemble(target)
+        for m, e in emb.items():
+            self.register_buffer(f"target_{m}", e.mean(0, keepdim=True), persistent=False)
+
+    def target_embedding(self, model: str) -> torch.Tensor:
+        """The target's unit embedding (1, D) for ``model``."""
+        return getattr(self, f"target_{model}")
+
+    def similarities(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cosine (B,) of each crop to the target, per surrogate model."""
+        emb = self.ensemble(x)
+        return {m: (e * self.target_embedding(m)).sum(-1) for m, e in emb.items()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sims = self.similarities(x)
+        return torch.stack([1.0 - s for s in sims.values()]).mean(0)

@@ -1,0 +1,93 @@
+"""The `pareidolia` command: verify, models, demo, and bad input (exit 2, one line, nothing written)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pareidolia.cli import main
+from pareidolia.evaluation.variants import strong_variant
+from pareidolia.io import read_photo, write_photo
+
+VERIFY_KEYS = {"a", "b", "far", "models", "all_match", "none_match"}
+MODEL_KEYS = {"model", "metric", "score", "threshold", "match"}
+FR = {"dlib", "sface", "faceres", "mobileface"}
+
+
+def _run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def astronaut_variant(tmp_path_factory: pytest.TempPathFactory, astronaut_path: Path) -> Path:
+    photo = read_photo(astronaut_path)
+    return write_photo(tmp_path_factory.mktemp("v") / "variant.jpg", strong_variant(photo.rgb))
+
+
+def test_verify_matches_an_edited_copy_on_every_model(capsys: pytest.CaptureFixture[str], astronaut_path: Path, astronaut_variant: Path) -> None:
+    out = _run_json(capsys, "verify", str(astronaut_path), str(astronaut_variant))
+    assert set(out) == VERIFY_KEYS and out["far"] == "0.01"
+    assert {m["model"] for m in out["models"]} == FR
+    assert all(set(m) == MODEL_KEYS for m in out["models"])
+    assert all(m["match"] for m in out["models"]), out["models"]
+    assert out["all_match"] is True
+
+
+def test_verify_rejects_a_different_person_on_every_model(capsys: pytest.CaptureFixture[str], astronaut_path: Path, insightface_images: Path) -> None:
+    out = _run_json(capsys, "verify", str(astronaut_path), str(insightface_images / "Tom_Hanks_54745.png"))
+    assert not any(m["match"] for m in out["models"]), out["models"]
+    assert out["none_match"] is True
+
+
+def test_verify_table_is_readable(capsys: pytest.CaptureFixture[str], astronaut_path: Path, astronaut_variant: Path) -> None:
+    assert main(["verify", str(astronaut_path), str(astronaut_variant)]) == 0
+    text = capsys.readouterr().out
+    assert "verdict: same person for every model" in text
+    for name in FR:
+        assert name in text
+
+
+def test_models_lists_the_zoo_with_checksums_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _run_json(capsys, "models")
+    by_name = {r["name"]: r for r in rows}
+    assert FR | {"faceapi_landmarks", "faceapi_expression", "mini_xception", "yunet"} <= set(by_name)
+    assert all(r["status"] == "ok" for r in rows if r["role"] != "score_network"), rows
+    assert {"name", "role", "input", "input_size", "output_dim", "licence", "source", "file", "sha256", "status"} <= set(rows[0])
+
+
+def _bad_inputs(tmp: Path) -> dict[str, Path]:
+    empty = tmp / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp / "text.png"
+    text.write_text("hello, not an image")
+    full = tmp / "full.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(full)
+    truncated = tmp / "truncated.jpg"
+    truncated.write_bytes(full.read_bytes()[:2000])
+    noface = tmp / "noface.png"
+    Image.fromarray(np.full((200, 300, 3), 90, np.uint8)).save(noface)
+    return {"empty": empty, "text": text, "truncated": truncated, "noface": noface, "missing": tmp / "missing.jpg"}
+
+
+@pytest.mark.parametrize("case", ["empty", "text", "truncated", "noface", "missing"])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], astronaut_path: Path, case: str
+) -> None:
+    bad = _bad_inputs(tmp_path)[case]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["verify", str(astronaut_path), str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0] and "Traceback" not in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_demo_runs_offline_and_reports_a_match(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 face(s) found" in out and "same person for every model" in out
+    assert (tmp_path / "astronaut_variant.jpg").exists()

@@ -1,0 +1,151 @@
+"""Image I/O: colour modes, EXIF orientation, bad files, atomic writes, metadata stripping."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pareidolia.io import (
+    MAX_PIXELS,
+    ImageError,
+    atomic_write_bytes,
+    iter_image_files,
+    output_path_for,
+    read_photo,
+    write_photo,
+)
+
+GPS_IFD = 0x8825
+MAKE, MODEL, ORIENTATION = 0x010F, 0x0110, 0x0112
+
+
+def _gradient(w: int = 64, h: int = 48) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // w, y * 255 // h, (x + y) % 256], -1).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "1", "RGB"]
+)
+def test_every_colour_mode_becomes_8bit_rgb(tmp_path: Path, mode: str) -> None:
+    src = Image.fromarray(_gradient())
+    if mode == "I;16":
+        img = Image.fromarray(np.asarray(src.convert("L")).astype(np.uint16) * 257)
+    else:
+        img = src.convert(mode)
+    ext = ".tif" if mode == "CMYK" else ".png"
+    p = tmp_path / f"x{ext}"
+    img.save(p)
+    photo = read_photo(p)
+    assert photo.rgb.dtype == np.uint8 and photo.rgb.shape == (48, 64, 3)
+    if mode in ("LA", "RGBA"):
+        assert photo.alpha is not None and photo.alpha.shape == (48, 64)
+    if mode == "I;16":  # 16-bit scaled down, not clipped
+        assert photo.rgb.max() > 200 and photo.rgb[:, :, 0].std() > 20
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    arr = _gradient(64, 48)
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6  # rotate 90° clockwise to display
+    p = tmp_path / "rot.jpg"
+    Image.fromarray(arr).save(p, exif=exif.tobytes(), quality=95)
+    photo = read_photo(p)
+    assert photo.rgb.shape == (64, 48, 3)
+    expected = np.rot90(arr, k=-1)
+    assert np.abs(photo.rgb.astype(int) - expected.astype(int)).mean() < 6
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [(b"", "empty"), (b"not an image at all", "not an image"), (None, "truncated")],
+)
+def test_bad_files_raise_image_error_naming_the_file(tmp_path: Path, content: bytes | None, needle: str) -> None:
+    p = tmp_path / "bad.jpg"
+    if content is None:
+        buf = io.BytesIO()
+        Image.fromarray(_gradient(256, 256)).save(buf, format="JPEG")
+        content = buf.getvalue()[: len(buf.getvalue()) // 2]
+    p.write_bytes(content)
+    with pytest.raises(ImageError) as e:
+        read_photo(p)
+    assert str(p) in str(e.value) and needle in str(e.value)
+
+
+def _png_claiming_size(path: Path, width: int, height: int) -> None:
+    """A valid 1×1 PNG whose header claims ``width`` × ``height`` (no pixels stored)."""
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = 8 + 4  # signature, then chunk length; chunk type "IHDR" follows
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 4 + 13]))
+    data[ihdr + 4 + 13 : ihdr + 4 + 17] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("side", [10_200, 20_000])
+def test_huge_image_is_refused_without_decoding(tmp_path: Path, side: int) -> None:
+    p = tmp_path / "huge.png"
+    _png_claiming_size(p, side, side)
+    assert side * side > MAX_PIXELS
+    with pytest.raises(ImageError, match="megapixels"):
+        read_photo(p)
+
+
+def test_write_is_atomic_and_never_overwrites(tmp_path: Path) -> None:
+    p = tmp_path / "out.bin"
+    atomic_write_bytes(p, b"one")
+    with pytest.raises(FileExistsError):
+        atomic_write_bytes(p, b"two")
+    assert p.read_bytes() == b"one"
+    assert [q.name for q in tmp_path.iterdir()] == ["out.bin"]  # no temp files left
+
+
+def test_metadata_stripped_by_default_icc_kept(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[MAKE] = "Camera Maker"
+    exif[MODEL] = "Model X"
+    exif[GPS_IFD] = {1: "N", 2: (52.0, 31.0, 12.0)}
+    icc = b"\x00fake-icc-profile"
+    src = tmp_path / "in.jpg"
+    Image.fromarray(_gradient()).save(src, exif=exif.tobytes(), icc_profile=icc, quality=95)
+    photo = read_photo(src)
+    stripped = write_photo(tmp_path / "stripped.jpg", photo.rgb, like=photo)
+    kept = write_photo(tmp_path / "kept.jpg", photo.rgb, like=photo, keep_metadata=True)
+    with Image.open(stripped) as im:
+        assert len(im.getexif()) == 0
+        assert im.info.get("icc_profile") == icc
+    with Image.open(kept) as im:
+        assert im.getexif()[MAKE] == "Camera Maker"
+
+
+def test_alpha_survives_png_roundtrip(tmp_path: Path) -> None:
+    rgba = np.dstack([_gradient(), np.full((48, 64), 128, np.uint8)])
+    src = tmp_path / "a.png"
+    Image.fromarray(rgba, "RGBA").save(src)
+    photo = read_photo(src)
+    out = write_photo(tmp_path / "b.png", photo.rgb, like=photo)
+    with Image.open(out) as im:
+        assert im.mode == "RGBA" and np.asarray(im)[0, 0, 3] == 128
+
+
+def test_output_names_never_collide(tmp_path: Path) -> None:
+    src = tmp_path / "p.jpg"
+    first = output_path_for(src, tmp_path)
+    assert first.name == "p_protected.jpg"
+    first.write_bytes(b"x")
+    assert output_path_for(src, tmp_path).name == "p_protected-2.jpg"
+
+
+def test_folders_expand_recursively_to_images(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for name in ["a.jpg", "sub/b.PNG", "sub/notes.txt"]:
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in iter_image_files([tmp_path])] == ["a.jpg", "b.PNG"]
