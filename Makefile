@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 # Public test photos that ship inside registry packages (insightface's sample images);
 # fetched by package name into .cache/packages, never at test run time.
 data: $(STAMP)
-	$(PY) tools/packages.py insightface
+	$(PY) tools/packages.py insightface face-api gan-face-generate
 
 demo: $(STAMP)
 	$(VENV)/bin/pareidolia demo

@@ -29,7 +29,9 @@ def astronaut_variant(tmp_path_factory: pytest.TempPathFactory, astronaut_path: 
     return write_photo(tmp_path_factory.mktemp("v") / "variant.jpg", strong_variant(photo.rgb))
 
 
-def test_verify_matches_an_edited_copy_on_every_model(capsys: pytest.CaptureFixture[str], astronaut_path: Path, astronaut_variant: Path) -> None:
+def test_verify_matches_an_edited_copy_on_every_model(
+    capsys: pytest.CaptureFixture[str], astronaut_path: Path, astronaut_variant: Path
+) -> None:
     out = _run_json(capsys, "verify", str(astronaut_path), str(astronaut_variant))
     assert set(out) == VERIFY_KEYS and out["far"] == "0.01"
     assert {m["model"] for m in out["models"]} == FR
@@ -38,13 +40,19 @@ def test_verify_matches_an_edited_copy_on_every_model(capsys: pytest.CaptureFixt
     assert out["all_match"] is True
 
 
-def test_verify_rejects_a_different_person_on_every_model(capsys: pytest.CaptureFixture[str], astronaut_path: Path, insightface_images: Path) -> None:
-    out = _run_json(capsys, "verify", str(astronaut_path), str(insightface_images / "Tom_Hanks_54745.png"))
+def test_verify_rejects_a_different_person_on_every_model(
+    capsys: pytest.CaptureFixture[str], astronaut_path: Path, insightface_images: Path
+) -> None:
+    out = _run_json(
+        capsys, "verify", str(astronaut_path), str(insightface_images / "Tom_Hanks_54745.png")
+    )
     assert not any(m["match"] for m in out["models"]), out["models"]
     assert out["none_match"] is True
 
 
-def test_verify_table_is_readable(capsys: pytest.CaptureFixture[str], astronaut_path: Path, astronaut_variant: Path) -> None:
+def test_verify_table_is_readable(
+    capsys: pytest.CaptureFixture[str], astronaut_path: Path, astronaut_variant: Path
+) -> None:
     assert main(["verify", str(astronaut_path), str(astronaut_variant)]) == 0
     text = capsys.readouterr().out
     assert "verdict: same person for every model" in text
@@ -55,9 +63,28 @@ def test_verify_table_is_readable(capsys: pytest.CaptureFixture[str], astronaut_
 def test_models_lists_the_zoo_with_checksums_ok(capsys: pytest.CaptureFixture[str]) -> None:
     rows = _run_json(capsys, "models")
     by_name = {r["name"]: r for r in rows}
-    assert FR | {"faceapi_landmarks", "faceapi_expression", "mini_xception", "yunet"} <= set(by_name)
+    assert FR | {"faceapi_landmarks", "faceapi_expression", "mini_xception", "yunet"} <= set(
+        by_name
+    )
     assert all(r["status"] == "ok" for r in rows if r["role"] != "score_network"), rows
-    assert {"name", "role", "input", "input_size", "output_dim", "licence", "source", "file", "sha256", "status"} <= set(rows[0])
+    assert {
+        "name",
+        "role",
+        "input",
+        "input_size",
+        "output_dim",
+        "licence",
+        "source",
+        "file",
+        "sha256",
+        "status",
+    } <= set(rows[0])
+    networks = {r["name"]: r for r in rows if r["role"] == "score_network"}
+    assert {"prior", "ddpm-celebahq-256", "celeba_hq.ckpt"} <= set(networks)
+    assert (
+        networks["celeba_hq.ckpt"]["sha256"]
+        == "6cbb630eb856ff3ebe4854fe87af3c21a052765678955999db97ea15b5eeb8a5"
+    )
 
 
 def _bad_inputs(tmp: Path) -> dict[str, Path]:
@@ -66,12 +93,20 @@ def _bad_inputs(tmp: Path) -> dict[str, Path]:
     text = tmp / "text.png"
     text.write_text("hello, not an image")
     full = tmp / "full.jpg"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(full)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(
+        full
+    )
     truncated = tmp / "truncated.jpg"
     truncated.write_bytes(full.read_bytes()[:2000])
     noface = tmp / "noface.png"
     Image.fromarray(np.full((200, 300, 3), 90, np.uint8)).save(noface)
-    return {"empty": empty, "text": text, "truncated": truncated, "noface": noface, "missing": tmp / "missing.jpg"}
+    return {
+        "empty": empty,
+        "text": text,
+        "truncated": truncated,
+        "noface": noface,
+        "missing": tmp / "missing.jpg",
+    }
 
 
 @pytest.mark.parametrize("case", ["empty", "text", "truncated", "noface", "missing"])
@@ -86,7 +121,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_demo_runs_offline_and_reports_a_match(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_offline_and_reports_a_match(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "1 face(s) found" in out and "same person for every model" in out

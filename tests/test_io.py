@@ -30,9 +30,7 @@ def _gradient(w: int = 64, h: int = 48) -> np.ndarray:
     return np.stack([x * 255 // w, y * 255 // h, (x + y) % 256], -1).astype(np.uint8)
 
 
-@pytest.mark.parametrize(
-    "mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "1", "RGB"]
-)
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "1", "RGB"])
 def test_every_colour_mode_becomes_8bit_rgb(tmp_path: Path, mode: str) -> None:
     src = Image.fromarray(_gradient())
     if mode == "I;16":
@@ -66,7 +64,9 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     "content, needle",
     [(b"", "empty"), (b"not an image at all", "not an image"), (None, "truncated")],
 )
-def test_bad_files_raise_image_error_naming_the_file(tmp_path: Path, content: bytes | None, needle: str) -> None:
+def test_bad_files_raise_image_error_naming_the_file(
+    tmp_path: Path, content: bytes | None, needle: str
+) -> None:
     p = tmp_path / "bad.jpg"
     if content is None:
         buf = io.BytesIO()

@@ -46,7 +46,11 @@ MIN_FACE = 60
 # similar "impostor" pairs by several models on a first run, then confirmed by eye. Excluded.
 SAME_PERSON = {("sample1.jpg#0", "sample3.jpg#0"), ("sample1.jpg#1", "sample4.jpg#3")}
 DOCUMENTED = {
-    "sface": ("cosine", 0.363, "documented: OpenCV FaceRecognizerSF same-identity cosine threshold"),
+    "sface": (
+        "cosine",
+        0.363,
+        "documented: OpenCV FaceRecognizerSF same-identity cosine threshold",
+    ),
     "dlib": ("euclidean", 0.6, "documented: dlib / face-api FaceMatcher same-person distance"),
 }
 Z = {"0.1": 1.2816, "0.01": 2.3263, "0.001": 3.0902}
@@ -59,7 +63,9 @@ def photo_paths() -> list[Path]:
     return [ASTRONAUT, ins / "t1.jpg", *sorted(fa.glob("sample*.jpg"))]
 
 
-def genuine_copy(rgb: np.ndarray, box: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray] | None:
+def genuine_copy(
+    rgb: np.ndarray, box: tuple[float, float, float, float]
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(edited region around the face, its re-detected landmarks) or None if lost."""
     x, y, w, h = box
     cx, cy, half = x + w / 2, y + h / 2, 1.5 * max(w, h)
@@ -75,7 +81,9 @@ def genuine_copy(rgb: np.ndarray, box: tuple[float, float, float, float]) -> tup
     return region, nearest.landmarks
 
 
-def collect(embedder: FaceEmbedder) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]], list[str]]:
+def collect(
+    embedder: FaceEmbedder,
+) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]], list[str]]:
     """Embeddings of every face, of its edited copy, and a label per face."""
     originals, copies, labels = [], [], []
     for path in photo_paths():
@@ -101,7 +109,10 @@ def threshold_for(scores: np.ndarray, far: float, metric: str) -> tuple[float, s
         value, how = q, f"calibrated: impostor quantile at 1 − {far} over {n} pairs"
     else:
         q = float(s.max())
-        value, how = max(q, fit), f"calibrated: normal fit to {n} impostor pairs (mean + {Z[str(far)]}·std), at least their maximum"
+        value, how = (
+            max(q, fit),
+            f"calibrated: normal fit to {n} impostor pairs (mean + {Z[str(far)]}·std), at least their maximum",
+        )
     return sign * value, how
 
 
@@ -124,7 +135,10 @@ def main() -> None:
         a = torch.cat([o[name] for o in originals])
         c = torch.cat([o[name] for o in copies])
         if metric == "cosine":
-            a_n, c_n = torch.nn.functional.normalize(a, dim=1), torch.nn.functional.normalize(c, dim=1)
+            a_n, c_n = (
+                torch.nn.functional.normalize(a, dim=1),
+                torch.nn.functional.normalize(c, dim=1),
+            )
             imp = np.array([float(a_n[i] @ a_n[j]) for i, j in pairs])
             gen = (a_n * c_n).sum(1).numpy()
         else:
@@ -147,7 +161,15 @@ def main() -> None:
             "genuine_accept_at_0.01": round(float(np.mean(accept(gen, at["0.01"]))), 4),
         }
         order = np.argsort(-imp if metric == "cosine" else imp)[:3]
-        report.append((name, [(labels[pairs[k][0]], labels[pairs[k][1]], round(float(imp[k]), 3)) for k in order]))
+        report.append(
+            (
+                name,
+                [
+                    (labels[pairs[k][0]], labels[pairs[k][1]], round(float(imp[k]), 3))
+                    for k in order
+                ],
+            )
+        )
 
     payload = {
         "faces": len(originals),
@@ -160,12 +182,16 @@ def main() -> None:
     for name, top in report:
         print(f"  {name}: most similar impostor pairs {top}")
     if args.markdown:
-        print("\n| model | metric | FAR 0.1 | FAR 0.01 | FAR 0.001 | impostor FAR at 0.01 | genuine accept at 0.01 |")
+        print(
+            "\n| model | metric | FAR 0.1 | FAR 0.01 | FAR 0.001 | impostor FAR at 0.01 | genuine accept at 0.01 |"
+        )
         print("|---|---|---|---|---|---|---|")
         for name, e in table.items():
             at = e["at"]
-            print(f"| {name} | {e['metric']} | {at['0.1']:.3f} | {at['0.01']:.3f} | {at['0.001']:.3f} | "
-                  f"{e['empirical_far_at_0.01']:.3f} | {e['genuine_accept_at_0.01']:.3f} |")
+            print(
+                f"| {name} | {e['metric']} | {at['0.1']:.3f} | {at['0.01']:.3f} | {at['0.001']:.3f} | "
+                f"{e['empirical_far_at_0.01']:.3f} | {e['genuine_accept_at_0.01']:.3f} |"
+            )
 
 
 if __name__ == "__main__":

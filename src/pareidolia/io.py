@@ -74,8 +74,8 @@ def _to_8bit_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
-        grey = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo)
-        grey8 = np.round(grey * 255).astype(np.uint8)
+        unit = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo)
+        grey8 = np.round(unit * 255).astype(np.uint8)
         return np.repeat(grey8[:, :, None], 3, axis=2), None
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
@@ -125,11 +125,15 @@ def read_photo(path: Path | str) -> Photo:
         raise
     except Image.DecompressionBombError as e:
         found = re.search(r"\((\d+) pixels\)", str(e))
-        raise ImageError(path, _too_large(int(found.group(1)) if found else MAX_PIXELS + 1)) from None
+        raise ImageError(
+            path, _too_large(int(found.group(1)) if found else MAX_PIXELS + 1)
+        ) from None
     except UnidentifiedImageError:
         raise ImageError(path, "not an image Pillow can read (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(path, f"cannot decode image ({e}); the file is truncated or corrupt") from None
+        raise ImageError(
+            path, f"cannot decode image ({e}); the file is truncated or corrupt"
+        ) from None
     rgb, alpha = _to_8bit_rgb(oriented)
     exif_bytes = None
     if exif:
@@ -138,8 +142,15 @@ def read_photo(path: Path | str) -> Photo:
     return Photo(path=path, rgb=rgb, format=fmt, alpha=alpha, icc_profile=icc, exif=exif_bytes)
 
 
-_SAVE_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF",
-                ".tiff": "TIFF", ".bmp": "BMP"}
+_SAVE_FORMAT = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
 
 
 def encode_photo(
@@ -206,7 +217,9 @@ def write_photo(
     path = Path(path)
     fmt = _SAVE_FORMAT.get(path.suffix.lower())
     if fmt is None:
-        raise ImageError(path, f"cannot write format {path.suffix!r}; use one of {sorted(_SAVE_FORMAT)}")
+        raise ImageError(
+            path, f"cannot write format {path.suffix!r}; use one of {sorted(_SAVE_FORMAT)}"
+        )
     data = encode_photo(
         rgb,
         fmt,
@@ -238,7 +251,9 @@ def iter_image_files(paths: list[Path]) -> list[Path]:
     for p in paths:
         if p.is_dir():
             found.extend(
-                sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+                sorted(
+                    q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+                )
             )
         else:
             found.append(p)

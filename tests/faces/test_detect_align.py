@@ -63,13 +63,17 @@ def test_alignment_puts_landmarks_on_the_template(astronaut_rgb: np.ndarray) -> 
 
 
 @pytest.mark.parametrize("chip", sorted(c for c in CHIPS if c != "working"))
-def test_differentiable_chip_matches_direct_crop_and_passes_gradients(astronaut_rgb: np.ndarray, chip: str) -> None:
+def test_differentiable_chip_matches_direct_crop_and_passes_gradients(
+    astronaut_rgb: np.ndarray, chip: str
+) -> None:
     face = detect_faces(astronaut_rgb)[0]
     crop = warp_crop(astronaut_rgb, working_alignment(face.landmarks, 256))
     x = to_tensor(crop).requires_grad_(True)
     out = ChipSampler(chip, 256)(x)
     assert out.shape == (1, 3, CHIPS[chip].size, CHIPS[chip].size)
     direct = crop_chip(astronaut_rgb, face.landmarks, chip).astype(np.float64)
-    assert np.abs(to_uint8(out)[0].astype(np.float64) - direct).mean() < 6.0  # two resamplings differ slightly
+    assert (
+        np.abs(to_uint8(out)[0].astype(np.float64) - direct).mean() < 6.0
+    )  # two resamplings differ slightly
     out.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

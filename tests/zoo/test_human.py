@@ -65,7 +65,9 @@ def test_emotion_matches_tfjs() -> None:
     assert _rel_err(logits, data["logits"]).max() <= TOL
     # Orders: the reordering is a permutation that names the same emotions.
     names = {"fear": "fearful", "disgust": "disgusted", "surprise": "surprised"}
-    assert [names.get(human.HUMAN_EMOTIONS[i], human.HUMAN_EMOTIONS[i]) for i in human.EMOTION_ORDER] == list(EMOTIONS)
+    assert [
+        names.get(human.HUMAN_EMOTIONS[i], human.HUMAN_EMOTIONS[i]) for i in human.EMOTION_ORDER
+    ] == list(EMOTIONS)
 
 
 @pytest.mark.parametrize("name", list(SPECS))

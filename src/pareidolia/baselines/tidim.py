@@ -83,7 +83,8 @@ def diverse_input(
 ) -> Tensor:
     """Xie et al.'s random resize-and-pad of square crops (B, C, W, W), resized back to W."""
     width = x.shape[-1]
-    padded_width = int(width * ratio)
+    padded_width = max(int(width * ratio), width + 1)
+    # Every draw is made whether or not the transform applies, so p does not shift the stream.
     apply = torch.rand((), generator=generator).item() < probability
     side = int(torch.randint(width, padded_width, (), generator=generator))
     top, left = torch.randint(0, padded_width - side + 1, (2,), generator=generator).tolist()

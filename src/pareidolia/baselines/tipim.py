@@ -9,14 +9,17 @@ paper and the authors' released ``run.py`` / ``mmd.py``:
 - Identity term, per target t, averaged over the surrogates m (unit embeddings f_m):
   L_t(x̂) = (1 − cos(f_m(x̂), f_m(t))) − λ·(1 − cos(f_m(x̂), f_m(x))), λ = 1 (``dodging``). The
   released code uses squared feature distances, which for unit embeddings are 2 − 2·cos.
-- Naturalness: γ·MMD²(x̂, x), a biased Gaussian-kernel maximum mean discrepancy. The released
-  code takes it between the flattened images of a batch, which couples the faces of a batch and,
-  for one face, reduces to a function of ‖x̂ − x‖₂. Here it is taken per face between the sets of
-  its non-overlapping p×p patches (p = 8 at 256 px: 1,024 patches of 192 values), with the kernel
+- Naturalness: γ·MMD²(x̂, x) with γ = 100, a biased Gaussian-kernel maximum mean discrepancy.
+  The released code takes it between the flattened images of a batch, which couples the faces
+  of a batch and, for one face, reduces to a function of ‖x̂ − x‖₂. Here it is taken per face between the sets of
+  its non-overlapping p×p patches (p = 16 at 256 px: 256 patches of 768 values), with the kernel
   k(a, b) = mean_σ exp(−‖a − b‖²/(2·D·σ²)) over per-value bandwidths σ ∈ {4, 16, 64}/255 (D the
   patch dimension). It compares the distribution of local texture of the protected and original
   face, so noise that would not occur in the original (e.g. on flat skin or background) is
-  penalised; it is zero iff x̂ = x (up to a permutation of patches).
+  penalised; it is zero iff x̂ = x (up to a permutation of patches). MMD² is of order 10⁻³
+  here, so γ = 100 makes it a tenth of the identity term: on the test faces (mobileface +
+  faceres surrogates) it cuts MMD² by about 60 % at no cost in target similarity, while
+  γ = 1000 starts to trade similarity for naturalness.
 - Update (MI-FGSM style, as released): g_t = μ·g + ∇L̃_t/‖∇L̃_t‖₁ with μ = 1, L̃_t = L_t + γ·MMD²,
   candidate x̂_t = Π(x̂ − α·sign(g_t)) with α = 1.5·ε/N, N = 50 steps; the gradient is taken at a
   randomly warped input, as in the released code: an affine matrix I + N(0, s_p²) per entry and
@@ -27,8 +30,8 @@ paper and the authors' released ``run.py`` / ``mmd.py``:
   averaged over surrogates (the released ``Gain3``), and its momentum g_t. With one target this
   is the targeted attack with naturalness.
 
-Budget: L∞ ε in [0, 1] pixel units, default 8/255 like the other baselines (the paper uses
-12/255).
+Budget: L∞ ε in [0, 1] pixel units, default 8/255 like the other baselines (the released code
+uses ε = 12 on a 0–255 scale, i.e. 12/255).
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ class TIPIMConfig:
     step_scale: float = 1.5
     momentum: float = 1.0
     dodging: float = 1.0
-    naturalness: float = 1.0
-    mmd_patch: int = 8
+    naturalness: float = 100.0
+    mmd_patch: int = 16
     mmd_bandwidths: tuple[float, ...] = (4 / 255, 16 / 255, 64 / 255)
     diversity: bool = True
     seed: int = 0
@@ -82,19 +85,36 @@ class TIPIMConfig:
         return self.step_scale * self.epsilon / self.steps
 
 
-def patch_mmd(x_adv: Tensor, x: Tensor, patch: int, bandwidths: Sequence[float]) -> Tensor:
-    """Per-face biased MMD² (B,) between the non-overlapping ``patch``² patches of ``x_adv`` and
-    of ``x``, with a Gaussian kernel averaged over per-value ``bandwidths``."""
-    p = F.unfold(x_adv, patch, stride=patch).transpose(1, 2)  # (B, N, D)
-    q = F.unfold(x, patch, stride=patch).transpose(1, 2)
-    dim = p.shape[-1]
+class PatchMMD:
+    """Per-face biased MMD² (B,) of a batch to fixed reference crops, between their sets of
+    non-overlapping ``patch``² patches, with a Gaussian kernel averaged over per-value
+    ``bandwidths``. The reference's own kernel term is computed once."""
 
-    def kernel_mean(a: Tensor, b: Tensor) -> Tensor:
+    def __init__(self, reference: Tensor, patch: int, bandwidths: Sequence[float]) -> None:
+        self.patch = patch
+        self.scales = [1.0 / (2.0 * s * s) for s in bandwidths]
+        self.reference = self._patches(reference)
+        self.reference_term = self._kernel_mean(self.reference, self.reference)
+
+    def _patches(self, x: Tensor) -> Tensor:
+        """(B, N, D) non-overlapping patches of (B, C, H, W) crops."""
+        return F.unfold(x, self.patch, stride=self.patch).transpose(1, 2)
+
+    def _kernel_mean(self, a: Tensor, b: Tensor) -> Tensor:
+        """Mean kernel value (B,) over all pairs of patches of ``a`` and ``b``."""
         sq = a.pow(2).sum(-1)[:, :, None] + b.pow(2).sum(-1)[:, None, :] - 2 * a @ b.transpose(1, 2)
-        sq = sq.clamp_min(0.0) / dim
-        return torch.stack([torch.exp(-sq / (2 * s * s)).mean((1, 2)) for s in bandwidths]).mean(0)
+        sq = sq.clamp_min(0.0) / a.shape[-1]
+        # Values below e⁻⁶⁰ are negligible; the clamp keeps them out of the float32 subnormal
+        # range, where CPUs are very slow.
+        return torch.stack(
+            [torch.exp(-(sq * c).clamp_max(60.0)).mean((1, 2)) for c in self.scales]
+        ).mean(0)
 
-    return kernel_mean(p, p) + kernel_mean(q, q) - 2 * kernel_mean(p, q)
+    def __call__(self, x: Tensor) -> Tensor:
+        p = self._patches(x)
+        return (
+            self._kernel_mean(p, p) + self.reference_term - 2 * self._kernel_mean(p, self.reference)
+        )
 
 
 def random_warp(batch: int, generator: torch.Generator) -> Tensor:
@@ -140,6 +160,7 @@ class TIPIM:
         with torch.no_grad():
             source = ensemble(crops)
         targets = [{m: lo.target_embedding(m) for m in ensemble.names} for lo in losses]
+        mmd = PatchMMD(crops, cfg.mmd_patch, cfg.mmd_bandwidths)
 
         def identity(emb: dict[str, Tensor], target: dict[str, Tensor]) -> Tensor:
             terms = [
@@ -169,17 +190,9 @@ class TIPIM:
                 xa = x_adv.detach().requires_grad_(True)
                 seen = warp(xa, random_warp(len(xa), generator)) if cfg.diversity else xa
                 emb = ensemble(seen)
-                natural = (
-                    cfg.naturalness * patch_mmd(xa, crops, cfg.mmd_patch, cfg.mmd_bandwidths)
-                    if cfg.naturalness
-                    else 0.0
-                )
-                grads = [
-                    torch.autograd.grad((identity(emb, t) + natural).sum(), xa, retain_graph=True)[
-                        0
-                    ]
-                    for t in targets
-                ]
+                natural = cfg.naturalness * mmd(xa) if cfg.naturalness else 0.0
+                objectives = [(identity(emb, t) + natural).sum() for t in targets]
+                grads = [torch.autograd.grad(o, xa, retain_graph=True)[0] for o in objectives]
             moms = torch.stack([cfg.momentum * g + l1_normalise(gr) for gr in grads])  # (K, B, ...)
             cands = project(x_adv - cfg.alpha * moms.sign(), crops, cfg.epsilon)
             if len(targets) > 1:

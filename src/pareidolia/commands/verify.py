@@ -35,7 +35,11 @@ def verify_files(a: Path, b: Path, far: str = "0.01") -> dict[str, Any]:
     photo_a, face_a, n_a = largest_face(a)
     photo_b, face_b, n_b = largest_face(b)
     embedder = FaceEmbedder()
-    verdicts = compare(embedder.embed(photo_a.rgb, face_a.landmarks), embedder.embed(photo_b.rgb, face_b.landmarks), far)
+    verdicts = compare(
+        embedder.embed(photo_a.rgb, face_a.landmarks),
+        embedder.embed(photo_b.rgb, face_b.landmarks),
+        far,
+    )
     return {
         "a": _face_json(a, face_a, n_a),
         "b": _face_json(b, face_b, n_b),
@@ -65,8 +69,13 @@ def render_verify(result: dict[str, Any]) -> str:
     ]
     for m in result["models"]:
         rule = f"{'>' if m['metric'] == 'cosine' else '<'} {m['threshold']:.3f}"
-        lines.append(f"{m['model']:<12} {m['metric']:<10} {m['score']:>8.3f}  {rule:<18} {'match' if m['match'] else 'no match'}")
-    verdict = "same person for every model" if result["all_match"] else (
-        "different person for every model" if result["none_match"] else "models disagree")
+        lines.append(
+            f"{m['model']:<12} {m['metric']:<10} {m['score']:>8.3f}  {rule:<18} {'match' if m['match'] else 'no match'}"
+        )
+    verdict = (
+        "same person for every model"
+        if result["all_match"]
+        else ("different person for every model" if result["none_match"] else "models disagree")
+    )
     lines += ["", f"verdict: {verdict}"]
     return "\n".join(lines)

@@ -53,6 +53,8 @@ def timestep_grid(t0: int, n_steps: int) -> tuple[int, ...]:
     platforms). When ``n_steps > t0 + 1`` rounding repeats timesteps; repeats are dropped,
     because a DDIM step from t to t is the identity that would still cost a network call, so the
     grid then has t0 + 1 points (every timestep). Otherwise it has exactly ``n_steps`` points.
+    DiffusionCLIP's code truncates (``int``) instead of rounding: its grids differ by at most one
+    timestep at some points.
     """
     if t0 < 1:
         raise ValueError(f"t0 must be at least 1, got {t0}")

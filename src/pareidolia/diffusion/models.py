@@ -14,7 +14,6 @@ Every failure a user can fix raises :class:`ScoreModelError` with a message that
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import warnings
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 from diffusers.models.unets.unet_2d import UNet2DModel
 
+from pareidolia.checksums import file_sha256
 from pareidolia.diffusion.hashing import tensors_sha256
 from pareidolia.diffusion.schedule import (
     PAPER_BETA_END,
@@ -33,6 +33,7 @@ from pareidolia.diffusion.schedule import (
     PAPER_NUM_TRAIN_TIMESTEPS,
     ScoreModelConfig,
 )
+from pareidolia.errors import UserError
 
 PAPER_HUB_ID = "google/ddpm-celebahq-256"
 CELEBA_HQ_CKPT = "celeba_hq.ckpt"
@@ -64,7 +65,7 @@ def _config(
     )
 
 
-class ScoreModelError(RuntimeError):
+class ScoreModelError(UserError):
     """A score network cannot be loaded: missing or unexpected file, bad checksum, wrong keys."""
 
 
@@ -270,14 +271,6 @@ def convert_sdedit_ckpt(
     return unet
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_sdedit_ckpt(
     path: str | Path,
     arch: SDEditArch = CELEBA_HQ_ARCH,
@@ -298,7 +291,7 @@ def load_sdedit_ckpt(
             f"diffusers format as 'diffusers:{PAPER_HUB_ID}'."
         )
     if expected_sha256 is not None:
-        actual = _file_sha256(path)
+        actual = file_sha256(path)
         if actual != expected_sha256:
             raise ScoreModelError(
                 f"{path}: sha256 is {actual}, expected {expected_sha256}: the file is truncated, "
@@ -423,10 +416,19 @@ def load_diffusers(
 
 Loader = Callable[[str, bool], tuple[UNet2DModel, ScoreModelConfig]]
 
-# Scheme → loader. The project's own offline face prior (a later issue) joins as one more entry.
+
+def _load_prior(ref: str, allow_download: bool) -> tuple[UNet2DModel, ScoreModelConfig]:
+    from pareidolia.diffusion.prior import load_prior_spec  # imports this module
+
+    return load_prior_spec(ref)
+
+
+# Scheme → loader. ``prior:FOLDER`` is the project's own offline face prior (``prior:`` alone:
+# the one shipped in the package).
 SCORE_MODEL_SCHEMES: dict[str, Loader] = {
     "paper-ckpt": lambda ref, allow_download: load_sdedit_ckpt(ref),
     "diffusers": lambda ref, allow_download: load_diffusers(ref, allow_download),
+    "prior": _load_prior,
 }
 
 
@@ -434,8 +436,8 @@ def load_score_model(
     spec: str, allow_download: bool = False
 ) -> tuple[UNet2DModel, ScoreModelConfig]:
     """Load the score network named by ``spec``: ``SCHEME:REF`` with a scheme of
-    :data:`SCORE_MODEL_SCHEMES` (``paper-ckpt:PATH``, ``diffusers:FOLDER_OR_HUB_ID``), or a bare
-    folder / hub id, read as ``diffusers:``."""
+    :data:`SCORE_MODEL_SCHEMES` (``paper-ckpt:PATH``, ``diffusers:FOLDER_OR_HUB_ID``,
+    ``prior:FOLDER``), or a bare folder / hub id, read as ``diffusers:``."""
     scheme, sep, ref = spec.partition(":")
     if sep and scheme in SCORE_MODEL_SCHEMES:
         return SCORE_MODEL_SCHEMES[scheme](ref, allow_download)

@@ -21,7 +21,9 @@ def rescale(rgb: np.ndarray, factor: float) -> np.ndarray:
     """Resize by ``factor`` (area interpolation when shrinking)."""
     h, w = rgb.shape[:2]
     interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
-    return cv2.resize(rgb, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=interp)
+    return cv2.resize(
+        rgb, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=interp
+    )
 
 
 def rotate(rgb: np.ndarray, degrees: float) -> np.ndarray:

@@ -41,11 +41,15 @@ class FaceEmbedder:
         return out
 
 
-def compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], far: str = "0.01") -> list[ModelVerdict]:
+def compare(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], far: str = "0.01"
+) -> list[ModelVerdict]:
     """Per-model verdicts for two faces' embeddings."""
     verdicts = []
     for name in a:
         th = thresholds(name)
         score = float(th.score(a[name], b[name]).item())
-        verdicts.append(ModelVerdict(name, th.metric, score, th.at[far], bool(th.matches(score, far))))
+        verdicts.append(
+            ModelVerdict(name, th.metric, score, th.at[far], bool(th.matches(score, far)))
+        )
     return verdicts

@@ -62,7 +62,11 @@ def warp_crop(rgb: np.ndarray, alignment: Alignment) -> np.ndarray:
     if factor != 1.0:
         m = m @ np.diag([factor, factor, 1.0])
     return cv2.warpAffine(
-        img, m, (alignment.size, alignment.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        img,
+        m,
+        (alignment.size, alignment.size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT_101,
     )
 
 
@@ -110,7 +114,10 @@ class ChipSampler(nn.Module):
         aff = chip_affine(src, dst)
         scale = float(np.sqrt(abs(np.linalg.det(aff[:, :2]))))
         self.pool = max(1, round(1.0 / scale)) if scale < 1 / 1.5 else 1
-        pooled = ChipTemplate(working_size // self.pool, (src.points - (self.pool - 1) / 2) / self.pool)
+        pooled = ChipTemplate(
+            working_size // self.pool, (src.points - (self.pool - 1) / 2) / self.pool
+        )
+        self.grid: torch.Tensor
         self.register_buffer("grid", _sampling_grid(pooled, dst), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,4 +125,6 @@ class ChipSampler(nn.Module):
         if self.pool > 1:
             x = F.avg_pool2d(x, self.pool)
         grid = self.grid.to(dtype=x.dtype).expand(x.shape[0], -1, -1, -1)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return F.grid_sample(
+            x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )

@@ -38,7 +38,9 @@ class Face:
 @cache
 def _detector() -> cv2.FaceDetectorYN:
     if not YUNET_FILE.exists():
-        raise FileNotFoundError(f"{YUNET_FILE}: YuNet detector missing; rebuild with tools/convert_weights.py")
+        raise FileNotFoundError(
+            f"{YUNET_FILE}: YuNet detector missing; rebuild with tools/convert_weights.py"
+        )
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     cv2.setNumThreads(max(1, os.cpu_count() or 1))
     return cv2.FaceDetectorYN.create(str(YUNET_FILE), "", (320, 320), 0.6, 0.3, 5000)
@@ -58,12 +60,16 @@ def detect_faces(rgb: np.ndarray, score_threshold: float = 0.6) -> list[Face]:
     faces: list[Face] = []
     for r in rows if rows is not None else []:
         r = r.astype(np.float64) / np.r_[np.full(14, scale), 1.0]
-        faces.append(Face(box=(r[0], r[1], r[2], r[3]), landmarks=r[4:14].reshape(5, 2), score=float(r[14])))
+        faces.append(
+            Face(box=(r[0], r[1], r[2], r[3]), landmarks=r[4:14].reshape(5, 2), score=float(r[14]))
+        )
     faces.sort(key=lambda f: -f.size)
     return faces
 
 
-def split_by_size(faces: list[Face], min_size: float = MIN_FACE_PX) -> tuple[list[Face], list[Face]]:
+def split_by_size(
+    faces: list[Face], min_size: float = MIN_FACE_PX
+) -> tuple[list[Face], list[Face]]:
     """(faces large enough to protect, faces too small)."""
     keep = [f for f in faces if f.size >= min_size]
     small = [f for f in faces if f.size < min_size]

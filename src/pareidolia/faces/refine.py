@@ -21,10 +21,18 @@ Landmarker = Callable[[np.ndarray], np.ndarray]
 def five_from_68(points: np.ndarray) -> np.ndarray:
     """iBUG-68 → the five alignment points: eye centres (36–41, 42–47), nose tip (30),
     mouth corners (48, 54)."""
-    return np.stack([points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]])
+    return np.stack(
+        [points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]]
+    )
 
 
-def refine_landmarks(rgb: np.ndarray, five: np.ndarray, landmarker: Landmarker, chip: str = "faceapi112", rounds: int = 2) -> np.ndarray:
+def refine_landmarks(
+    rgb: np.ndarray,
+    five: np.ndarray,
+    landmarker: Landmarker,
+    chip: str = "faceapi112",
+    rounds: int = 2,
+) -> np.ndarray:
     """Re-estimate five points in photo pixels by running ``landmarker`` on the face's chip."""
     template = CHIPS[chip]
     for _ in range(rounds):

@@ -18,7 +18,9 @@ from pareidolia.zoo import registry
 class SurrogateEnsemble(nn.Module):
     """FR models with their chip samplers: working crops in [0, 1] → embeddings per model."""
 
-    def __init__(self, models: list[str], working_size: int = 256, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, models: list[str], working_size: int = 256, device: torch.device | str = "cpu"
+    ) -> None:
         super().__init__()
         if not models:
             raise ValueError("the surrogate ensemble needs at least one FR model")
@@ -27,7 +29,9 @@ class SurrogateEnsemble(nn.Module):
                 raise ValueError(f"{m!r} is not an FR model (role {registry.get(m).role})")
         self.names = list(models)
         self.nets = nn.ModuleDict({m: registry.load(m, device) for m in models})
-        self.samplers = nn.ModuleDict({m: ChipSampler(registry.get(m).chip, working_size) for m in models}).to(device)
+        self.samplers = nn.ModuleDict(
+            {m: ChipSampler(registry.get(m).chip, working_size) for m in models}
+        ).to(device)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unit-normalised embeddings (B, D_m) of working crops ``x`` (B, 3, W, W) in [0, 1]."""

@@ -114,6 +114,7 @@ class DlibResNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        self.mean_rgb: torch.Tensor
         self.register_buffer("mean_rgb", torch.tensor(MEAN_RGB).view(1, 3, 1, 1), persistent=False)
         self.conv32_down = ConvScale(3, 32, 7, stride=2, padding=0)
         self.conv32_1 = Residual(32)

@@ -73,8 +73,19 @@ class DepthwiseSeparable(nn.Module):
 
 # (output channels, depthwise stride) of MobileNet-v1's 13 separable units.
 _MOBILENET_V1 = (
-    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
 )
 
 
@@ -165,10 +176,23 @@ class MobileFace(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 # human's label order for this grey-input model (``src/gear/emotion.ts``).
-HUMAN_EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+HUMAN_EMOTIONS: tuple[str, ...] = (
+    "angry",
+    "disgust",
+    "fear",
+    "happy",
+    "sad",
+    "surprise",
+    "neutral",
+)
 _HUMAN_TO_SPEC = {
-    "neutral": "neutral", "happy": "happy", "sad": "sad", "angry": "angry",
-    "fearful": "fear", "disgusted": "disgust", "surprised": "surprise",
+    "neutral": "neutral",
+    "happy": "happy",
+    "sad": "sad",
+    "angry": "angry",
+    "fearful": "fear",
+    "disgusted": "disgust",
+    "surprised": "surprise",
 }
 # Index into the network's output for each entry of spec.EMOTIONS.
 EMOTION_ORDER: tuple[int, ...] = tuple(HUMAN_EMOTIONS.index(_HUMAN_TO_SPEC[e]) for e in EMOTIONS)
@@ -225,6 +249,8 @@ class EmotionXception(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        self.grey: torch.Tensor
+        self.order: torch.Tensor
         self.register_buffer("grey", torch.tensor(_GREY).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("order", torch.tensor(EMOTION_ORDER), persistent=False)
         self.conv1 = nn.Conv2d(1, 32, 3, stride=2, bias=True)  # VALID

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from functools import cache
 from pathlib import Path
@@ -11,12 +10,18 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from pareidolia.checksums import file_sha256
 from pareidolia.zoo.spec import ModelSpec, Role
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 # Modules that define ``SPECS: tuple[ModelSpec, ...]``, in listing order.
-_MODULES = ("pareidolia.zoo.dlib_resnet", "pareidolia.zoo.sface", "pareidolia.zoo.human", "pareidolia.zoo.faceapi_dense")
+_MODULES = (
+    "pareidolia.zoo.dlib_resnet",
+    "pareidolia.zoo.sface",
+    "pareidolia.zoo.human",
+    "pareidolia.zoo.faceapi_dense",
+)
 
 
 class WeightsError(RuntimeError):
@@ -50,20 +55,6 @@ def weights_path(spec: ModelSpec) -> Path:
     return WEIGHTS_DIR / spec.weights_file
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file (memoised on path and modification time)."""
-    return _file_sha256(path, path.stat().st_mtime_ns)
-
-
-@cache
-def _file_sha256(path: Path, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def weights_status(spec: ModelSpec) -> str:
     """``ok``, ``missing`` or ``mismatch``."""
     p = weights_path(spec)
@@ -79,9 +70,13 @@ def load(name: str, device: torch.device | str = "cpu") -> nn.Module:
     status = weights_status(spec)
     path = weights_path(spec)
     if status == "missing":
-        raise WeightsError(f"{path}: weights of {name!r} are missing; rebuild them with tools/convert_weights.py")
+        raise WeightsError(
+            f"{path}: weights of {name!r} are missing; rebuild them with tools/convert_weights.py"
+        )
     if status == "mismatch":
-        raise WeightsError(f"{path}: sha256 does not match the registry for {name!r}; the file is corrupt or from another conversion")
+        raise WeightsError(
+            f"{path}: sha256 does not match the registry for {name!r}; the file is corrupt or from another conversion"
+        )
     model = spec.factory()
     model.load_state_dict(load_file(str(path)), strict=True)
     model.eval().requires_grad_(False)

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-_NP_DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_, "uint8": np.uint8, "uint16": np.uint16, "float16": np.float16}
+_NP_DTYPES = {
+    "float32": np.float32,
+    "int32": np.int32,
+    "bool": np.bool_,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "float16": np.float16,
+}
 
 
 def read_manifest(manifest: list[dict], folder: Path) -> dict[str, np.ndarray]:
@@ -40,7 +47,9 @@ def read_manifest(manifest: list[dict], folder: Path) -> dict[str, np.ndarray]:
                 arr = raw.astype(_NP_DTYPES[w["dtype"]])
             out[w["name"]] = arr.reshape(shape).copy()
         if offset != len(buf):
-            raise ValueError(f"{folder}: manifest describes {offset} bytes but binaries hold {len(buf)}")
+            raise ValueError(
+                f"{folder}: manifest describes {offset} bytes but binaries hold {len(buf)}"
+            )
     return out
 
 

@@ -46,10 +46,14 @@ class Thresholds:
 def load_table() -> dict[str, Thresholds]:
     """All thresholds by model name."""
     if not TABLE.exists():
-        raise FileNotFoundError(f"{TABLE}: threshold table missing; run tools/calibrate_thresholds.py")
+        raise FileNotFoundError(
+            f"{TABLE}: threshold table missing; run tools/calibrate_thresholds.py"
+        )
     raw = json.loads(TABLE.read_text())
     return {
-        name: Thresholds(name, entry["metric"], {k: float(v) for k, v in entry["at"].items()}, entry["how"])
+        name: Thresholds(
+            name, entry["metric"], {k: float(v) for k, v in entry["at"].items()}, entry["how"]
+        )
         for name, entry in raw["models"].items()
     }
 
