@@ -2,7 +2,7 @@
 
 ``tests/fixtures/dlib.npz`` holds three uint8 chips (astronaut face, its mirror, uniform noise)
 and the descriptors face-api 1.7.15 computed for them in tfjs 4.22 (made by
-``tools/make_fixture_dlib.py``). Only ``pareidolia.zoo.dlib_resnet`` is used, through a registry
+``tools/fixtures/make_dlib.py``). Only ``pareidolia.zoo.dlib_resnet`` is used, through a registry
 whose spec table is narrowed to it, so these tests do not depend on the other zoo modules.
 """
 

@@ -1,6 +1,6 @@
 """The human ports (faceres, mobileface, emotion Xception) against the original TF.js graphs.
 
-Fixtures come from ``tools/make_fixture_human.py``: the original graph models run in
+Fixtures come from ``tools/fixtures/make_human.py``: the original graph models run in
 @tensorflow/tfjs 4.22 (CPU backend) with human's own input scaling, on the astronaut's face, its
 mirror image and uniform noise. Offline and fast: only the shipped weights and the fixtures.
 """

@@ -14,6 +14,7 @@ from pareidolia.diffusion.models import (
 )
 from pareidolia.faces import detect
 from pareidolia.zoo import registry
+from pareidolia.zoo.thresholds import thresholds
 
 
 def _paper_hub_status() -> str:
@@ -48,6 +49,7 @@ def score_network_rows() -> list[dict[str, Any]]:
             "file": f"prior/{prior.WEIGHTS}",
             "sha256": prior.SHIPPED_PRIOR_SHA256,
             "status": prior_status,
+            "thresholds": None,
         },
         {
             "name": "ddpm-celebahq-256",
@@ -60,6 +62,7 @@ def score_network_rows() -> list[dict[str, Any]]:
             "file": None,
             "sha256": None,
             "status": _paper_hub_status(),
+            "thresholds": None,
         },
         {
             "name": "celeba_hq.ckpt",
@@ -72,8 +75,14 @@ def score_network_rows() -> list[dict[str, Any]]:
             "file": CELEBA_HQ_CKPT,
             "sha256": CELEBA_HQ_SHA256,
             "status": "user-supplied: download it and pass paper-ckpt:PATH (checked against the sha256)",
+            "thresholds": None,
         },
     ]
+
+
+def _thresholds(name: str) -> dict[str, Any]:
+    th = thresholds(name)
+    return {"metric": th.metric, "far": th.at}
 
 
 def list_models() -> list[dict[str, Any]]:
@@ -92,6 +101,7 @@ def list_models() -> list[dict[str, Any]]:
                 "file": spec.weights_file,
                 "sha256": spec.sha256,
                 "status": registry.weights_status(spec),
+                "thresholds": _thresholds(name) if spec.role == "fr" else None,
             }
         )
     yunet_status = "missing"
@@ -109,6 +119,7 @@ def list_models() -> list[dict[str, Any]]:
             "file": detect.YUNET_FILE.name,
             "sha256": detect.YUNET_SHA256,
             "status": yunet_status,
+            "thresholds": None,
         }
     )
     return rows + score_network_rows()
