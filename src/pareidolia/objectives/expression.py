@@ -1,0 +1,214 @@
+"""L_E, the expression objective: push the edited face toward a target emotion (METHOD.md §3.3).
+
+Two guides share one interface, :class:`ExpressionGuide` — ``guide(x_hat, x_orig) → (B,)`` on
+working crops (B, 3, W, W) in [0, 1]:
+
+- :class:`ClassifierGuide` [ours, §3.3 (b)]: cross-entropy of the shipped face-api expression
+  net toward the target emotion, on the net's own chip cut differentiably from the crop;
+- :class:`ClipDirectionalGuide` [paper, §3.3 (a)]: the CLIP directional loss
+  −log((1 + cos(E_I(x̂) − E_I(x), ΔT)) / 2). The encoders are injected callables, so the math is
+  tested with tiny fakes; :func:`open_clip_guide` builds the real one from the optional
+  ``open_clip`` package (weights are fetched by open_clip only when a user asks for this guide).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pareidolia.errors import UserError
+from pareidolia.faces.align import ChipSampler
+from pareidolia.zoo import registry
+from pareidolia.zoo.spec import EMOTIONS
+
+EXPRESSION_MODEL = "faceapi_expression"
+
+ImageEncoder = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, S, S) → (B, D)
+TextEncoder = Callable[[list[str]], torch.Tensor]  # N strings → (N, D)
+
+CLIP_SIZE = 224
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# Prompt templates averaged into ΔT (a short subset of CLIP's ImageNet templates, which
+# StyleGAN-NADA / DiffusionCLIP average over).
+PROMPT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "a close-up photo of a {}.",
+    "a cropped photo of a {}.",
+    "a good photo of a {}.",
+    "a bright photo of a {}.",
+    "a photo of the {}.",
+    "a low resolution photo of a {}.",
+    "a {}.",
+)
+SOURCE_TEXT = "face"
+
+# (1 + cos) / 2 is clamped to this floor so an exactly opposite shift gives a finite loss,
+# −log(1e-6) ≈ 13.8, instead of +∞.
+MIN_AGREEMENT = 1e-6
+
+
+class ExpressionGuide(Protocol):
+    """L_E per sample (B,) of edited crops ``x_hat`` given the originals ``x_orig``, both
+    (B, 3, W, W) in [0, 1]; lower is closer to the target emotion."""
+
+    def __call__(self, x_hat: torch.Tensor, x_orig: torch.Tensor) -> torch.Tensor: ...
+
+
+def check_target_emotion(emotion: str) -> int:
+    """Index in :data:`EMOTIONS` of a valid target emotion ("neutral" is not a target)."""
+    targets = [e for e in EMOTIONS if e != "neutral"]
+    if emotion not in targets:
+        raise ValueError(f"unknown target emotion {emotion!r}; choose one of: {', '.join(targets)}")
+    return EMOTIONS.index(emotion)
+
+
+class ClassifierGuide(nn.Module):
+    """Cross-entropy −log p(emotion | chip(x̂)) of the face-api expression net (§3.3 b).
+
+    ``x_orig`` is not used: the classifier judges the edited face on its own. The net's weights
+    are frozen by the registry; gradients flow to the crop pixels through the chip sampler.
+    """
+
+    def __init__(
+        self, emotion: str, working_size: int = 256, device: torch.device | str = "cpu"
+    ) -> None:
+        super().__init__()
+        self.emotion = emotion
+        self.target = check_target_emotion(emotion)
+        self.net = registry.load(EXPRESSION_MODEL, device)
+        self.sampler = ChipSampler(registry.get(EXPRESSION_MODEL).chip, working_size).to(device)
+
+    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 7) log-probabilities in :data:`EMOTIONS` order of working crops in [0, 1]."""
+        return self.net(self.sampler(x))
+
+    def train(self, mode: bool = True) -> ClassifierGuide:
+        """Keep the frozen net in eval mode even when a parent module switches to training."""
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    def forward(self, x_hat: torch.Tensor, x_orig: torch.Tensor | None = None) -> torch.Tensor:
+        return -self.log_probs(x_hat)[:, self.target]
+
+
+def clip_preprocess(x: torch.Tensor) -> torch.Tensor:
+    """Working crops in [0, 1] → CLIP input: bicubic resize to 224 and CLIP's mean/std."""
+    x = F.interpolate(
+        x, size=(CLIP_SIZE, CLIP_SIZE), mode="bicubic", align_corners=False, antialias=True
+    )
+    mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def text_direction(
+    text_encoder: TextEncoder,
+    emotion: str,
+    templates: Sequence[str] = PROMPT_TEMPLATES,
+    source: str = SOURCE_TEXT,
+) -> torch.Tensor:
+    """ΔT (D,): unit vector of the mean over templates of E_T("<emotion> face") − E_T("face").
+
+    Each text embedding is unit-normalised before the difference, as in StyleGAN-NADA.
+    """
+    check_target_emotion(emotion)
+    target = F.normalize(text_encoder([t.format(f"{emotion} {source}") for t in templates]), dim=-1)
+    base = F.normalize(text_encoder([t.format(source) for t in templates]), dim=-1)
+    return F.normalize((target - base).mean(0), dim=-1)
+
+
+class ClipDirectionalGuide(nn.Module):
+    """CLIP directional loss −log((1 + cos(ΔI, ΔT)) / 2), ΔI = E_I(x̂) − E_I(x) (§3.3 a).
+
+    Image embeddings are unit-normalised before the difference (StyleGAN-NADA, DiffusionCLIP).
+    Values: 0 for a shift along ΔT, log 2 for an orthogonal one (also for no shift at all,
+    where cos is taken as 0), and −log(``MIN_AGREEMENT``) ≈ 13.8 for an exactly opposite one.
+    """
+
+    def __init__(
+        self,
+        image_encoder: ImageEncoder,
+        text_direction: torch.Tensor,
+        preprocess: Callable[[torch.Tensor], torch.Tensor] | None = clip_preprocess,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.preprocess = preprocess
+        self.direction: torch.Tensor
+        self.register_buffer(
+            "direction", F.normalize(text_direction.detach().flatten(), dim=0), persistent=False
+        )
+
+    @classmethod
+    def from_text_encoder(
+        cls,
+        image_encoder: ImageEncoder,
+        text_encoder: TextEncoder,
+        emotion: str,
+        templates: Sequence[str] = PROMPT_TEMPLATES,
+        preprocess: Callable[[torch.Tensor], torch.Tensor] | None = clip_preprocess,
+    ) -> ClipDirectionalGuide:
+        """The guide for ``emotion`` with ΔT computed once from ``text_encoder``."""
+        with torch.no_grad():
+            delta_t = text_direction(text_encoder, emotion, templates)
+        return cls(image_encoder, delta_t, preprocess)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit image embeddings (B, D) of working crops in [0, 1]."""
+        if self.preprocess is not None:
+            x = self.preprocess(x)
+        return F.normalize(self.image_encoder(x), dim=-1)
+
+    def forward(self, x_hat: torch.Tensor, x_orig: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            e_orig = self.embed(x_orig)
+        shift = self.embed(x_hat) - e_orig
+        cos = F.cosine_similarity(shift, self.direction.to(shift.dtype).unsqueeze(0), dim=-1)
+        return -torch.log(((1.0 + cos) / 2.0).clamp_min(MIN_AGREEMENT))
+
+
+def open_clip_guide(
+    emotion: str,
+    model_name: str = "ViT-B-16",
+    pretrained: str = "openai",
+    device: torch.device | str = "cpu",
+) -> ClipDirectionalGuide:
+    """The CLIP directional guide with an ``open_clip`` model (an optional extra).
+
+    open_clip fetches or reads its own weights; a missing package or unavailable weights raise a
+    :class:`~pareidolia.errors.UserError` saying what to do.
+    """
+    check_target_emotion(emotion)
+    try:
+        import open_clip  # type: ignore[import-not-found]
+    except ImportError:
+        raise UserError(
+            "the CLIP expression guide needs the optional package open_clip; "
+            "install it with `pip install open_clip_torch`, or use the classifier guide"
+        ) from None
+    try:
+        model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
+        tokenizer = open_clip.get_tokenizer(model_name)
+    except Exception as exc:  # network, cache or name errors all mean: no usable weights
+        raise UserError(
+            f"CLIP weights {model_name}/{pretrained} are unavailable ({type(exc).__name__}: {exc}); "
+            "check the model name and that open_clip can download or find them in its cache"
+        ) from exc
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def encode_image(x: torch.Tensor) -> torch.Tensor:
+        return model.encode_image(x)
+
+    def encode_text(texts: list[str]) -> torch.Tensor:
+        return model.encode_text(tokenizer(texts).to(device))
+
+    return ClipDirectionalGuide.from_text_encoder(encode_image, encode_text, emotion)
