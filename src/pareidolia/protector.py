@@ -1,0 +1,584 @@
+"""MAP fine-tuning (METHOD.md §3) and the protector artifact that applies it (§4).
+
+:func:`finetune` tunes a copy of a pretrained score network so that DDIM generation from the
+(frozen network's) inversion latent of a face lands on a face that surrogate FR models match to
+a target identity (L_A) and that shows a target emotion (L_E). Per batch:
+
+1. x̂ = Generate_θ(x_t0), x_t0 = Invert_θ₀(x) cached in ``out_dir/latents``;
+2. g_A = ∇_θ w_id·L_A and g_E = ∇_θ w_expr·L_E, separately, combined by the projection
+   (:mod:`pareidolia.projection`);
+3. the regulariser gradient ∇_θ (w_lap·L_lap + w_sm·L_SM + w_l1·L1) is added *after* the
+   projection; Adam steps; an EMA of the weights is kept (it becomes the protector).
+
+Reconstruction choices (not fixed by the paper, stated here): w_id = w_expr = 1, w_lap = 1,
+w_sm = 1 (DiffAM has no L_SM), w_l1 = 3 (DiffAM), no LPIPS term (no weights ship); the EMA uses
+the usual warm-up ``min(decay, (1 + n) / (10 + n))`` after n updates so short runs are not
+dominated by the initial weights; the expression guide is the classifier (§3.3 b) only.
+
+When the faces' size differs from the network's resolution, faces are resized (bilinear,
+antialiased) to the resolution for inversion/generation and x̂ is resized back before the
+objectives; :func:`apply_protector` does the same.
+
+Checkpoint (``out_dir/checkpoint.pt``, written atomically after every epoch and on Ctrl-C):
+tuned weights, EMA weights, Adam state, projection state, epoch / batch position / step, the
+score-matching noise generator and torch's global RNG. ``resume=True`` continues from it,
+mid-epoch included (each epoch's face order is a pure function of seed and epoch). Per-step
+losses go to ``out_dir/train.jsonl``.
+
+The artifact (:func:`save_protector`) is one safetensors file holding the full EMA weights (not
+a delta: exact and self-contained; the base hash still binds it to its base network) under
+``unet.*``, the target's reference embeddings per FR model under ``target_embedding.*``, and a
+JSON header (config, base model hash, sha256 of all tensors, training-face hashes, metrics).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+from tqdm import tqdm
+
+from pareidolia.diffusion.cache import LatentCache, LatentKey
+from pareidolia.diffusion.ddim import generate, invert, unet_eps
+from pareidolia.diffusion.hashing import tensors_sha256
+from pareidolia.diffusion.models import model_hash
+from pareidolia.diffusion.schedule import ScoreModelConfig
+from pareidolia.errors import UserError
+from pareidolia.io import atomic_write_bytes
+from pareidolia.objectives.expression import ClassifierGuide, check_target_emotion
+from pareidolia.objectives.fidelity import l1_loss
+from pareidolia.objectives.identity import IdentityLoss, SurrogateEnsemble
+from pareidolia.objectives.landmarks import LaplacianLoss
+from pareidolia.objectives.score_matching import ScoreMatchingLoss
+from pareidolia.projection import GradVac, make_combiner
+from pareidolia.zoo import registry
+
+if TYPE_CHECKING:
+    from diffusers.models.unets.unet_2d import UNet2DModel
+
+__all__ = [
+    "FORMAT",
+    "Protector",
+    "ProtectorConfig",
+    "apply_protector",
+    "finetune",
+    "load_protector",
+    "save_protector",
+]
+
+FORMAT = "pareidolia.protector/1"
+CHECKPOINT_FORMAT = "pareidolia.protector-checkpoint/1"
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "train.jsonl"
+_UNET = "unet."
+_EMB = "target_embedding."
+TERMS = ("L_A", "L_E", "L_lap", "L_SM", "L1")
+
+
+@dataclass(frozen=True)
+class ProtectorConfig:
+    """Hyper-parameters of one protector (one target identity, emotion and held-out victim)."""
+
+    t0: int = 60
+    n_inv: int = 20
+    n_gen: int = 6
+    lr: float = 8e-6  # DiffAM
+    epochs: int = 4
+    batch: int = 1
+    w_id: float = 1.0
+    w_expr: float = 1.0
+    w_lap: float = 1.0
+    w_sm: float = 1.0
+    w_l1: float = 3.0
+    projection: Literal["gradvac", "pcgrad", "none"] = "gradvac"
+    beta: float = 0.01
+    guide: Literal["classifier"] = "classifier"
+    surrogates: tuple[str, ...] = ("sface", "faceres", "mobileface")
+    victim: str = "dlib"
+    emotion: str = "happy"
+    ema_decay: float = 0.999
+    checkpoint_gen: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "surrogates", tuple(self.surrogates))
+        fr = registry.names("fr")
+        problems = []
+        if self.t0 < 1 or self.n_inv < 2 or self.n_gen < 2:
+            problems.append("need t0 >= 1, n_inv >= 2 and n_gen >= 2")
+        if self.lr <= 0 or self.epochs < 1 or self.batch < 1:
+            problems.append("need lr > 0, epochs >= 1 and batch >= 1")
+        if min(self.w_id, self.w_expr, self.w_lap, self.w_sm, self.w_l1) < 0:
+            problems.append("loss weights must be non-negative")
+        if self.projection not in ("gradvac", "pcgrad", "none"):
+            problems.append(f"unknown projection {self.projection!r} (gradvac, pcgrad, none)")
+        if not 0.0 < self.beta <= 1.0:
+            problems.append(f"beta must be in (0, 1], got {self.beta}")
+        if self.guide != "classifier":
+            problems.append(f"unknown expression guide {self.guide!r} (only 'classifier')")
+        if not self.surrogates:
+            problems.append("at least one surrogate FR model is needed")
+        unknown = [m for m in (*self.surrogates, self.victim) if m not in fr]
+        if unknown:
+            problems.append(f"not FR models: {', '.join(unknown)} (choose from {', '.join(fr)})")
+        if self.victim in self.surrogates:
+            problems.append(
+                f"victim {self.victim!r} is also a surrogate; the victim must be held out"
+            )
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        try:
+            check_target_emotion(self.emotion)
+        except ValueError as e:
+            problems.append(str(e))
+        if problems:
+            raise UserError("invalid protector config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["surrogates"] = list(self.surrogates)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ProtectorConfig:
+        known = {f.name for f in fields(cls)}
+        extra = set(d) - known
+        if extra:
+            raise UserError(f"unknown protector config keys: {', '.join(sorted(extra))}")
+        return cls(**dict(d))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ProtectorConfig:
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass
+class Protector:
+    """A tuned network (``unet``, the EMA weights) bound to the base network it was tuned from."""
+
+    unet: UNet2DModel
+    base_unet: UNet2DModel
+    base_cfg: ScoreModelConfig
+    config: ProtectorConfig
+    target_embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
+    face_sha256: list[str] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _to_net(x01: torch.Tensor, resolution: int) -> torch.Tensor:
+    """[0, 1] crops at any size → [−1, 1] at the network's resolution."""
+    if x01.shape[-1] != resolution or x01.shape[-2] != resolution:
+        x01 = F.interpolate(
+            x01, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
+        )
+    return x01 * 2.0 - 1.0
+
+
+def _from_net(x: torch.Tensor, size: int) -> torch.Tensor:
+    """[−1, 1] network output → [0, 1] crops of ``size`` (differentiable; clamped)."""
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def _check_faces(faces: torch.Tensor, name: str) -> None:
+    if faces.ndim != 4 or faces.shape[1] != 3 or faces.shape[2] != faces.shape[3]:
+        raise ValueError(f"{name} must be (N, 3, S, S), got {tuple(faces.shape)}")
+
+
+def _latents(
+    base: UNet2DModel, cfg: ScoreModelConfig, faces_net: torch.Tensor, t0: int, n: int, root: Path
+) -> torch.Tensor:
+    """Inversion latents of ``faces_net`` ([−1, 1]) with the frozen base, cached per face."""
+    cache = LatentCache(root)
+    eps, ac = unet_eps(base), cfg.alphas_cumprod()
+    out = []
+    for x in faces_net:
+        x = x.unsqueeze(0).detach()
+        key = LatentKey.for_image(x.cpu(), cfg.content_hash, t0, n)
+        out.append(cache.get_or_compute(key, partial(invert, eps, ac, x, t0, n), x.device))
+    return torch.cat(out)
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def _batches(order: list[int], batch: int) -> list[list[int]]:
+    return [order[i : i + batch] for i in range(0, len(order), batch)]
+
+
+class _Ema:
+    """EMA of floating-point weights with warm-up min(decay, (1 + n) / (10 + n))."""
+
+    def __init__(self, net: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in net.state_dict().items():
+            s = self.shadow[k]
+            if s.is_floating_point():
+                s.mul_(d).add_(v.detach(), alpha=1.0 - d)
+            else:
+                s.copy_(v)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.updates = int(state["updates"])
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
+
+
+class _Objectives:
+    def __init__(self, config: ProtectorConfig, target01: torch.Tensor, size: int, dev: Any):
+        self.identity = IdentityLoss(
+            SurrogateEnsemble(list(config.surrogates), size, dev), target01.to(dev)
+        )
+        self.guide = ClassifierGuide(config.emotion, size, dev)
+        self.laplacian = LaplacianLoss(size, dev) if config.w_lap > 0 else None
+
+
+def _grads(loss: torch.Tensor, params: list[torch.Tensor], retain: bool) -> list[torch.Tensor]:
+    if not loss.requires_grad:
+        return [torch.zeros_like(p) for p in params]
+    gs = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs, strict=True)]
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue(), overwrite=True)
+
+
+def _resume_key(config: ProtectorConfig) -> dict[str, Any]:
+    """The config fields a resumed run must share with the checkpoint (epochs may grow)."""
+    d = config.to_dict()
+    d.pop("epochs")
+    return d
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def finetune(
+    unet: UNet2DModel,
+    score_cfg: ScoreModelConfig,
+    faces_0_1: torch.Tensor,
+    target_0_1: torch.Tensor,
+    config: ProtectorConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    resume: bool = False,
+) -> Protector:
+    """Tune a copy of ``unet`` into a protector on training faces (N, 3, S, S) in [0, 1] toward
+    the target face(s) (1, 3, S, S). ``unet`` itself is never modified (it is the frozen base
+    used for inversion). See the module docstring for the loop, checkpoint and log."""
+    _check_faces(faces_0_1, "faces_0_1")
+    _check_faces(target_0_1, "target_0_1")
+    if faces_0_1.shape[0] < 1:
+        raise ValueError("need at least one training face")
+    if model_hash(unet) != score_cfg.content_hash:
+        raise UserError("the base network's weights do not match score_cfg.content_hash")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = next(unet.parameters()).device
+    size, res = faces_0_1.shape[-1], score_cfg.resolution
+    ac = score_cfg.alphas_cumprod()
+
+    faces01 = faces_0_1.detach().to(dev, torch.float32)
+    faces_net = _to_net(faces01, res)
+    base = unet.eval()
+    latents = _latents(base, score_cfg, faces_net, config.t0, config.n_inv, out / "latents")
+
+    tuned = copy.deepcopy(unet).eval().requires_grad_(True)
+    params: list[torch.Tensor] = [p for p in tuned.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr)
+    ema = _Ema(tuned, config.ema_decay)
+    combiner = make_combiner(config.projection, config.beta)
+    obj = _Objectives(config, target_0_1.detach().to(dev, torch.float32), size, dev)
+    sm = ScoreMatchingLoss(ac, config.t0)
+    sm_gen = torch.Generator().manual_seed(config.seed)
+    tuned_eps = unet_eps(tuned)
+
+    epoch, pos, step = 0, 0, 0
+    metrics: dict[str, float] = {}
+    ckpt_path = out / CHECKPOINT_NAME
+    if resume and ckpt_path.is_file():
+        try:
+            state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        except Exception as e:
+            raise UserError(f"{ckpt_path}: cannot read the checkpoint ({e})") from e
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"{ckpt_path}: not a protector checkpoint")
+        if state["base_hash"] != score_cfg.content_hash:
+            raise UserError(f"{ckpt_path}: checkpoint was made from another base network")
+        if state["resume_key"] != _resume_key(config):
+            raise UserError(f"{ckpt_path}: checkpoint was made with another config")
+        if state["face_sha256"] != [tensors_sha256({"image": f}) for f in faces01.cpu()]:
+            raise UserError(f"{ckpt_path}: checkpoint was made on other training faces")
+        tuned.load_state_dict(state["tuned"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        if isinstance(combiner, GradVac) and state["projection"] is not None:
+            combiner.load_state_dict(state["projection"])
+        sm_gen.set_state(state["sm_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        epoch, pos, step = state["epoch"], state["pos"], state["step"]
+        metrics = dict(state["metrics"])
+
+    face_hashes = [tensors_sha256({"image": f}) for f in faces01.cpu()]
+
+    def checkpoint() -> None:
+        _save_checkpoint(
+            ckpt_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "base_hash": score_cfg.content_hash,
+                "resume_key": _resume_key(config),
+                "config": config.to_dict(),
+                "face_sha256": face_hashes,
+                "tuned": tuned.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": opt.state_dict(),
+                "projection": combiner.state_dict() if isinstance(combiner, GradVac) else None,
+                "sm_rng": sm_gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "pos": pos,
+                "step": step,
+                "metrics": metrics,
+            },
+        )
+
+    n_batches = math.ceil(faces01.shape[0] / config.batch)
+    bar = tqdm(
+        total=config.epochs * n_batches,
+        initial=min(epoch * n_batches + pos, config.epochs * n_batches),
+        disable=not progress,
+        desc="finetune",
+    )
+    log = (out / LOG_NAME).open("a", encoding="utf-8")
+    try:
+        while epoch < config.epochs:
+            batches = _batches(_epoch_order(faces01.shape[0], config.seed, epoch), config.batch)
+            sums = dict.fromkeys(TERMS, 0.0)
+            seen = 0
+            while pos < len(batches):
+                idx = batches[pos]
+                x01, x_net, x_t0 = faces01[idx], faces_net[idx], latents[idx]
+                terms = _step(
+                    tuned_eps, ac, x01, x_net, x_t0, config, obj, sm, sm_gen, params, combiner, size
+                )
+                # commit: from here the step is applied (a Ctrl-C before this line loses it)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                ema.update(tuned)
+                step += 1
+                pos += 1
+                for k in TERMS:
+                    sums[k] += terms[k]
+                seen += 1
+                rec = {"epoch": epoch, "step": step, "time": time.time(), **terms}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items()})
+                bar.update(1)
+            if seen:
+                metrics = {k: v / seen for k, v in sums.items()}
+            epoch, pos = epoch + 1, 0
+            checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()
+        raise
+    finally:
+        log.close()
+        bar.close()
+
+    ema_net = copy.deepcopy(tuned).requires_grad_(False).eval()
+    ema_net.load_state_dict(ema.shadow)
+    with torch.no_grad():
+        emb = {m: obj.identity.target_embedding(m).detach().cpu() for m in config.surrogates}
+        victim = SurrogateEnsemble([config.victim], size, dev)
+        v_emb = victim(target_0_1.to(dev, torch.float32))[config.victim]
+        emb[config.victim] = v_emb.mean(0, keepdim=True).cpu()
+    return Protector(
+        unet=ema_net,
+        base_unet=unet,
+        base_cfg=score_cfg,
+        config=config,
+        target_embeddings=emb,
+        face_sha256=face_hashes,
+        metrics={**metrics, "steps": float(step)},
+    )
+
+
+def _step(
+    eps: Any,
+    ac: torch.Tensor,
+    x01: torch.Tensor,
+    x_net: torch.Tensor,
+    x_t0: torch.Tensor,
+    config: ProtectorConfig,
+    obj: _Objectives,
+    sm: ScoreMatchingLoss,
+    sm_gen: torch.Generator,
+    params: list[torch.Tensor],
+    combiner: Any,
+    size: int,
+) -> dict[str, float]:
+    """Set ``.grad`` of ``params`` for one batch; returns the loss terms (batch means)."""
+    x_hat = generate(eps, ac, x_t0, config.t0, config.n_gen, checkpoint=config.checkpoint_gen)
+    x_hat01 = _from_net(x_hat, size)
+    l_a = obj.identity(x_hat01).mean()
+    l_e = obj.guide(x_hat01, x01).mean()
+    zero = x_hat01.new_zeros(())
+    l_lap = obj.laplacian(x_hat01, x01).mean() if obj.laplacian is not None else zero
+    l_1 = l1_loss(x_hat01, x01).mean() if config.w_l1 > 0 else zero
+    l_sm = sm(eps, x_net, sm_gen).mean() if config.w_sm > 0 else zero
+    g_a = _grads(config.w_id * l_a, params, retain=True)
+    g_e = _grads(config.w_expr * l_e, params, retain=True)
+    g_r = _grads(config.w_lap * l_lap + config.w_l1 * l_1 + config.w_sm * l_sm, params, False)
+    combined = combiner(g_a, g_e)
+    for p, c, r in zip(params, combined, g_r, strict=True):
+        p.grad = (c + r).to(p.dtype)
+    return {
+        "L_A": float(l_a.detach()),
+        "L_E": float(l_e.detach()),
+        "L_lap": float(l_lap.detach()),
+        "L_SM": float(l_sm.detach()),
+        "L1": float(l_1.detach()),
+    }
+
+
+# ----------------------------------------------------------------------------- artifact
+
+
+def save_protector(path: str | Path, protector: Protector, overwrite: bool = False) -> Path:
+    """Write ``protector`` as one safetensors file (atomic; refuses to overwrite unless asked)."""
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {
+        _UNET + k: v.detach().cpu().contiguous() for k, v in protector.unet.state_dict().items()
+    }
+    for m, e in protector.target_embeddings.items():
+        tensors[_EMB + m] = e.detach().cpu().contiguous()
+    info = {
+        "config": protector.config.to_dict(),
+        "base_model_hash": protector.base_cfg.content_hash,
+        "base_source": protector.base_cfg.source,
+        "tensors_sha256": tensors_sha256(tensors),
+        "emotion": protector.config.emotion,
+        "surrogates": list(protector.config.surrogates),
+        "victim": protector.config.victim,
+        "face_sha256": protector.face_sha256,
+        "metrics": protector.metrics,
+    }
+    data = st_save(tensors, metadata={"format": FORMAT, "protector": json.dumps(info)})
+    atomic_write_bytes(path, data, overwrite=overwrite)
+    return path
+
+
+def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such protector file") from None
+    except Exception as e:  # safetensors reports damage with several exception types
+        raise UserError(
+            f"{path}: not a readable protector (corrupt or not safetensors): {e}"
+        ) from e
+    return meta, tensors
+
+
+def load_protector(
+    path: str | Path, base_unet: UNet2DModel, base_cfg: ScoreModelConfig
+) -> Protector:
+    """Read a protector written by :func:`save_protector` for use with ``base_unet``.
+
+    Raises :class:`UserError` if the file is missing, corrupt or not a protector, if its weights
+    fail their checksum, or if it was tuned from a different base network.
+    """
+    path = Path(path)
+    meta, tensors = _read(path)
+    if meta.get("format") != FORMAT or "protector" not in meta:
+        raise UserError(f"{path}: not a pareidolia protector (format {meta.get('format')!r})")
+    try:
+        info = json.loads(meta["protector"])
+        config = ProtectorConfig.from_dict(info["config"])
+        base_hash = info["base_model_hash"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: protector header is damaged: {e}") from e
+    actual = model_hash(base_unet)
+    if base_hash != actual or base_hash != base_cfg.content_hash:
+        raise UserError(
+            f"{path}: this protector was tuned from base model {base_hash[:12]}…, but the base "
+            f"model given is {actual[:12]}…; load it with the base network it was made from"
+        )
+    if tensors_sha256(tensors) != info.get("tensors_sha256"):
+        raise UserError(f"{path}: protector tensors fail their checksum (corrupt file)")
+    weights = {k[len(_UNET) :]: v for k, v in tensors.items() if k.startswith(_UNET)}
+    unet = copy.deepcopy(base_unet).requires_grad_(False).eval()
+    try:
+        unet.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        raise UserError(f"{path}: protector weights do not fit the base network: {e}") from e
+    emb = {k[len(_EMB) :]: v for k, v in tensors.items() if k.startswith(_EMB)}
+    return Protector(
+        unet=unet,
+        base_unet=base_unet,
+        base_cfg=base_cfg,
+        config=config,
+        target_embeddings=emb,
+        face_sha256=list(info.get("face_sha256", [])),
+        metrics=dict(info.get("metrics", {})),
+    )
+
+
+def apply_protector(protector: Protector, faces_0_1: torch.Tensor) -> torch.Tensor:
+    """Protect faces (N, 3, S, S) in [0, 1]: invert with the base network, generate with the
+    protector (no grad). Returns (N, 3, S, S) in [0, 1]."""
+    _check_faces(faces_0_1, "faces_0_1")
+    cfg, c = protector.base_cfg, protector.config
+    dev = next(protector.unet.parameters()).device
+    ac = cfg.alphas_cumprod()
+    x = _to_net(faces_0_1.detach().to(dev, torch.float32), cfg.resolution)
+    with torch.no_grad():
+        x_t0 = invert(unet_eps(protector.base_unet), ac, x, c.t0, c.n_inv)
+        x_hat = generate(unet_eps(protector.unet), ac, x_t0, c.t0, c.n_gen)
+    return _from_net(x_hat, faces_0_1.shape[-1])
+
+
+def iter_log(out_dir: str | Path) -> Iterator[dict[str, Any]]:
+    """The records of ``out_dir/train.jsonl``."""
+    with (Path(out_dir) / LOG_NAME).open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)

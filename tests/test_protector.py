@@ -1,0 +1,260 @@
+"""MAP fine-tuning mechanics on a tiny random 32 px UNet and real faces downscaled to 32 px.
+
+The FR / expression chips are upsampled from 32 px crops: fine for checking that gradients
+flow, losses fall, checkpoints resume exactly and artifacts round-trip, not for quality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+
+from pareidolia import protector as protector_mod
+from pareidolia.diffusion.models import model_hash
+from pareidolia.diffusion.schedule import ScoreModelConfig
+from pareidolia.errors import UserError
+from pareidolia.faces.align import to_tensor, warp_crop, working_alignment
+from pareidolia.io import read_photo
+from pareidolia.locate import locate_faces
+from pareidolia.objectives.identity import IdentityLoss, SurrogateEnsemble
+from pareidolia.protector import (
+    Protector,
+    ProtectorConfig,
+    apply_protector,
+    finetune,
+    load_protector,
+    save_protector,
+)
+
+SIZE = 32
+CONFIG = ProtectorConfig(
+    t0=10,
+    n_inv=3,
+    n_gen=2,
+    lr=1e-3,
+    epochs=1,
+    batch=1,
+    w_lap=0.0,
+    w_sm=1.0,
+    w_l1=0.5,
+    projection="gradvac",
+    surrogates=("mobileface",),
+    victim="sface",
+    emotion="happy",
+    ema_decay=0.0,
+    seed=3,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _crop(rgb: np.ndarray) -> torch.Tensor:
+    face = locate_faces(rgb)[0]
+    crop = to_tensor(warp_crop(rgb, working_alignment(face.landmarks, 256)))
+    return F.interpolate(crop, size=(SIZE, SIZE), mode="bilinear", antialias=True).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def faces(astronaut_rgb: np.ndarray, insightface_images: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training faces (astronaut, a face of t1.jpg) and the target (Tom Hanks), 32 px."""
+    group = read_photo(insightface_images / "t1.jpg").rgb
+    hanks = read_photo(insightface_images / "Tom_Hanks_54745.png").rgb
+    return torch.cat([_crop(astronaut_rgb), _crop(group)]), _crop(hanks)
+
+
+def _tiny_unet(seed: int) -> tuple[UNet2DModel, ScoreModelConfig]:
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=SIZE,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    ).eval()
+    cfg = ScoreModelConfig(1e-4, 0.02, 1000, SIZE, f"tiny-test-{seed}", model_hash(unet))
+    return unet, cfg
+
+
+@pytest.fixture(scope="module")
+def base() -> tuple[UNet2DModel, ScoreModelConfig]:
+    return _tiny_unet(0)
+
+
+def _run(
+    base: tuple[UNet2DModel, ScoreModelConfig],
+    faces: tuple[torch.Tensor, torch.Tensor],
+    out: Path,
+    config: ProtectorConfig = CONFIG,
+    resume: bool = False,
+) -> Protector:
+    unet, cfg = base
+    train, target = faces
+    return finetune(unet, cfg, train, target, config, out, progress=False, resume=resume)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_finetune_lowers_identity_loss_and_changes_weights(
+    base: tuple[UNet2DModel, ScoreModelConfig],
+    faces: tuple[torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+) -> None:
+    unet, cfg = base
+    train, target = faces
+    before_hash = model_hash(unet)
+    config = replace(CONFIG, epochs=4, w_expr=0.1, w_sm=0.0, w_l1=0.0, projection="none")
+    prot = _run(base, faces, tmp_path, config)
+    assert model_hash(unet) == before_hash  # the base network is never modified
+    assert not _same_weights(prot.unet, unet)  # gradients reached the weights
+
+    identity = IdentityLoss(SurrogateEnsemble(["mobileface"], SIZE), target)
+    untouched = Protector(unet=unet, base_unet=unet, base_cfg=cfg, config=config)
+    l_before = identity(apply_protector(untouched, train))
+    l_after = identity(apply_protector(prot, train))
+    assert float(l_after.mean()) < float(l_before.mean()) - 0.02, (l_before, l_after)
+    assert bool((l_after < l_before).all()), (l_before, l_after)
+
+    log = list(protector_mod.iter_log(tmp_path))
+    assert len(log) == 8 and all(set(protector_mod.TERMS) <= set(r) for r in log)
+    assert set(prot.target_embeddings) == {"mobileface", "sface"}
+    assert prot.metrics["steps"] == 8.0
+
+
+@pytest.mark.parametrize("projection", ["none", "pcgrad", "gradvac"])
+def test_every_projection_runs(
+    base: tuple[UNet2DModel, ScoreModelConfig],
+    faces: tuple[torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+    projection: str,
+) -> None:
+    config = ProtectorConfig.from_dict({**CONFIG.to_dict(), "projection": projection})
+    prot = _run(base, faces, tmp_path, config)
+    assert not _same_weights(prot.unet, base[0])
+    assert all(np.isfinite(v) for v in prot.metrics.values())
+
+
+def test_resume_from_epoch_checkpoint_matches_uninterrupted_run(
+    base: tuple[UNet2DModel, ScoreModelConfig],
+    faces: tuple[torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+) -> None:
+    two = replace(CONFIG, epochs=2, ema_decay=0.9)
+    whole = _run(base, faces, tmp_path / "whole", two)
+    _run(base, faces, tmp_path / "split", replace(two, epochs=1))
+    resumed = _run(base, faces, tmp_path / "split", two, resume=True)
+    assert _same_weights(whole.unet, resumed.unet)
+    assert whole.metrics == resumed.metrics
+    # the latents were cached by the first run and reused
+    assert len(list((tmp_path / "split" / "latents").glob("*.safetensors"))) == 2
+    with pytest.raises(UserError, match="another config"):
+        _run(base, faces, tmp_path / "split", replace(two, lr=2e-3), resume=True)
+
+
+def test_checkpointed_generation_gives_the_same_training(
+    base: tuple[UNet2DModel, ScoreModelConfig],
+    faces: tuple[torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+) -> None:
+    plain = _run(base, faces, tmp_path / "plain")
+    ckpt = _run(base, faces, tmp_path / "ckpt", replace(CONFIG, checkpoint_gen=True))
+    for a, b in zip(plain.unet.state_dict().values(), ckpt.unet.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_interrupt_writes_checkpoint_and_resumes_mid_epoch(
+    base: tuple[UNet2DModel, ScoreModelConfig],
+    faces: tuple[torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    whole = _run(base, faces, tmp_path / "whole")
+    real_step = protector_mod._step
+    calls = 0
+
+    def interrupting(*args: object, **kwargs: object) -> dict[str, float]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(protector_mod, "_step", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        _run(base, faces, tmp_path / "cut")
+    assert (tmp_path / "cut" / protector_mod.CHECKPOINT_NAME).is_file()
+    monkeypatch.setattr(protector_mod, "_step", real_step)
+    resumed = _run(base, faces, tmp_path / "cut", resume=True)
+    assert _same_weights(whole.unet, resumed.unet)
+
+
+def test_save_load_round_trip_and_refusals(
+    base: tuple[UNet2DModel, ScoreModelConfig],
+    faces: tuple[torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+) -> None:
+    unet, cfg = base
+    train, _ = faces
+    prot = _run(base, faces, tmp_path / "run")
+    path = save_protector(tmp_path / "p.safetensors", prot)
+    loaded = load_protector(path, unet, cfg)
+    assert loaded.config == prot.config
+    assert loaded.metrics == prot.metrics and loaded.face_sha256 == prot.face_sha256
+    assert all(
+        torch.equal(loaded.target_embeddings[m], e) for m, e in prot.target_embeddings.items()
+    )
+    assert torch.equal(apply_protector(loaded, train), apply_protector(prot, train))
+
+    other, other_cfg = _tiny_unet(1)
+    with pytest.raises(UserError, match="base model"):
+        load_protector(path, other, other_cfg)
+
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(UserError, match="corrupt"):
+        load_protector(garbage, unet, cfg)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(UserError):
+        load_protector(truncated, unet, cfg)
+    flipped = bytearray(path.read_bytes())
+    flipped[-5] ^= 0xFF  # inside the tensor data: only the weight checksum can tell
+    bad = tmp_path / "flipped.safetensors"
+    bad.write_bytes(bytes(flipped))
+    with pytest.raises(UserError):
+        load_protector(bad, unet, cfg)
+    with pytest.raises(UserError, match="no such"):
+        load_protector(tmp_path / "missing.safetensors", unet, cfg)
+
+
+def test_config_validation_and_json_round_trip() -> None:
+    assert ProtectorConfig.from_json(CONFIG.to_json()) == CONFIG
+    default = ProtectorConfig()
+    assert (default.t0, default.n_inv, default.n_gen, default.lr) == (60, 20, 6, 8e-6)
+    assert default.victim not in default.surrogates
+    with pytest.raises(UserError, match="held out"):
+        replace(CONFIG, victim="mobileface")
+    with pytest.raises(UserError, match="emotion"):
+        replace(CONFIG, emotion="neutral")
+    with pytest.raises(UserError, match="projection"):
+        ProtectorConfig.from_dict({**CONFIG.to_dict(), "projection": "mgda"})
+    with pytest.raises(UserError, match="unknown"):
+        ProtectorConfig.from_dict({**CONFIG.to_dict(), "bogus": 1})
