@@ -263,7 +263,7 @@ def test_gradvac_state_dict_round_trip() -> None:
     torch.save(ref.state_dict(), buf)
     buf.seek(0)
     again = GradVac(beta=0.5)
-    again.load_state_dict(torch.load(buf))
+    again.load_state_dict(torch.load(buf, weights_only=True))
     assert again.phi_hat is not None and torch.equal(again.phi_hat, ref.phi_hat)
 
     with pytest.raises(ValueError):
