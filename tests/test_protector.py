@@ -6,6 +6,8 @@ flow, losses fall, checkpoints resume exactly and artifacts round-trip, not for 
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -204,6 +206,42 @@ def test_interrupt_writes_checkpoint_and_resumes_mid_epoch(
     monkeypatch.setattr(protector_mod, "_step", real_step)
     resumed = _run(base, faces, tmp_path / "cut", resume=True)
     assert _same_weights(whole.unet, resumed.unet)
+    assert whole.metrics == resumed.metrics
+    steps = [r["step"] for r in protector_mod.iter_log(tmp_path / "cut")]
+    assert steps == [1, 2]
+
+
+def test_ctrl_c_during_the_update_is_held_until_the_step_is_whole(
+    base: tuple[UNet2DModel, ScoreModelConfig],
+    faces: tuple[torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    whole = _run(base, faces, tmp_path / "whole")
+    real_update = protector_mod._Ema.update
+
+    def update_then_sigint(self: object, net: torch.nn.Module) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # arrives between optimiser step and EMA update
+        real_update(self, net)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(protector_mod._Ema, "update", update_then_sigint)
+    with pytest.raises(KeyboardInterrupt):
+        _run(base, faces, tmp_path / "cut")
+    monkeypatch.setattr(protector_mod._Ema, "update", real_update)
+    state = torch.load(tmp_path / "cut" / protector_mod.CHECKPOINT_NAME, weights_only=False)
+    assert (state["step"], state["pos"], state["ema"]["updates"]) == (1, 1, 1)
+    resumed = _run(base, faces, tmp_path / "cut", resume=True)
+    assert _same_weights(whole.unet, resumed.unet)
+
+
+def test_faces_at_another_size_than_the_network_are_resized(
+    faces: tuple[torch.Tensor, torch.Tensor], tmp_path: Path
+) -> None:
+    unet, cfg = _tiny_unet(0)
+    cfg = replace(cfg, resolution=16)
+    prot = _run((unet, cfg), faces, tmp_path)
+    out = apply_protector(prot, faces[0])
+    assert out.shape == faces[0].shape and 0.0 <= float(out.min()) <= float(out.max()) <= 1.0
 
 
 def test_save_load_round_trip_and_refusals(

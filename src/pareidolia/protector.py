@@ -33,16 +33,19 @@ JSON header (config, base model hash, sha256 of all tensors, training-face hashe
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import torch
 import torch.nn.functional as F
@@ -277,6 +280,46 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue(), overwrite=True)
 
 
+def _open_log(path: Path, keep_until: int | None) -> TextIO:
+    """The JSONL log, opened for appending: emptied for a fresh run; on resume, cut back to the
+    records of the steps the checkpoint holds (steps logged after it will be redone)."""
+    if keep_until is None or not path.is_file():
+        return path.open("w", encoding="utf-8")
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= keep_until:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a crash
+    atomic_write_bytes(path, "".join(kept).encode(), overwrite=True)
+    return path.open("a", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _deferred_sigint() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside the block until it ends (main thread only), so the
+    optimiser step, the EMA update and the step counters change together."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        caught.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+
 def _resume_key(config: ProtectorConfig) -> dict[str, Any]:
     """The config fields a resumed run must share with the checkpoint (epochs may grow)."""
     d = config.to_dict()
@@ -329,10 +372,12 @@ def finetune(
 
     epoch, pos, step = 0, 0, 0
     metrics: dict[str, float] = {}
+    sums, seen = dict.fromkeys(TERMS, 0.0), 0  # running sums of the current epoch
     ckpt_path = out / CHECKPOINT_NAME
-    if resume and ckpt_path.is_file():
+    resumed = resume and ckpt_path.is_file()
+    if resumed:
         try:
-            state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+            state = torch.load(ckpt_path, map_location=dev, weights_only=True)
         except Exception as e:
             raise UserError(f"{ckpt_path}: cannot read the checkpoint ({e})") from e
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -348,10 +393,11 @@ def finetune(
         opt.load_state_dict(state["optimizer"])
         if isinstance(combiner, GradVac) and state["projection"] is not None:
             combiner.load_state_dict(state["projection"])
-        sm_gen.set_state(state["sm_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        sm_gen.set_state(state["sm_rng"].cpu())  # map_location may have moved the RNG states
+        torch.set_rng_state(state["torch_rng"].cpu())
         epoch, pos, step = state["epoch"], state["pos"], state["step"]
         metrics = dict(state["metrics"])
+        sums, seen = dict(state["epoch_sums"]), int(state["epoch_seen"])
 
     face_hashes = [tensors_sha256({"image": f}) for f in faces01.cpu()]
 
@@ -374,6 +420,8 @@ def finetune(
                 "pos": pos,
                 "step": step,
                 "metrics": metrics,
+                "epoch_sums": sums,
+                "epoch_seen": seen,
             },
         )
 
@@ -384,35 +432,34 @@ def finetune(
         disable=not progress,
         desc="finetune",
     )
-    log = (out / LOG_NAME).open("a", encoding="utf-8")
+    log = _open_log(out / LOG_NAME, step if resumed else None)
     try:
         while epoch < config.epochs:
             batches = _batches(_epoch_order(faces01.shape[0], config.seed, epoch), config.batch)
-            sums = dict.fromkeys(TERMS, 0.0)
-            seen = 0
             while pos < len(batches):
                 idx = batches[pos]
                 x01, x_net, x_t0 = faces01[idx], faces_net[idx], latents[idx]
                 terms = _step(
                     tuned_eps, ac, x01, x_net, x_t0, config, obj, sm, sm_gen, params, combiner, size
                 )
-                # commit: from here the step is applied (a Ctrl-C before this line loses it)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                ema.update(tuned)
-                step += 1
-                pos += 1
-                for k in TERMS:
-                    sums[k] += terms[k]
-                seen += 1
-                rec = {"epoch": epoch, "step": step, "time": time.time(), **terms}
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
+                with _deferred_sigint():  # the step is applied whole or not at all
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    ema.update(tuned)
+                    step += 1
+                    pos += 1
+                    for k in TERMS:
+                        sums[k] += terms[k]
+                    seen += 1
+                    rec = {"epoch": epoch, "step": step, "time": time.time(), **terms}
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
                 bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items()})
                 bar.update(1)
             if seen:
                 metrics = {k: v / seen for k, v in sums.items()}
             epoch, pos = epoch + 1, 0
+            sums, seen = dict.fromkeys(TERMS, 0.0), 0
             checkpoint()
     except KeyboardInterrupt:
         checkpoint()
