@@ -228,7 +228,7 @@ def test_ctrl_c_during_the_update_is_held_until_the_step_is_whole(
     with pytest.raises(KeyboardInterrupt):
         _run(base, faces, tmp_path / "cut")
     monkeypatch.setattr(protector_mod._Ema, "update", real_update)
-    state = torch.load(tmp_path / "cut" / protector_mod.CHECKPOINT_NAME, weights_only=False)
+    state = torch.load(tmp_path / "cut" / protector_mod.CHECKPOINT_NAME, weights_only=True)
     assert (state["step"], state["pos"], state["ema"]["updates"]) == (1, 1, 1)
     resumed = _run(base, faces, tmp_path / "cut", resume=True)
     assert _same_weights(whole.unet, resumed.unet)
