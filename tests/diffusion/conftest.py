@@ -1,18 +1,8 @@
-"""The diffusion tests run tiny networks: one thread each is faster than several, and stays fast
-when the cores are shared (with two threads per process on two busy cores, OpenMP's waiting
-made these tests 50 times slower)."""
-
-from __future__ import annotations
-
-from collections.abc import Iterator
+"""The diffusion tests run tiny networks: all of them use one torch thread (see ``one_thread``)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread: None) -> None:
+    """Applies the shared ``one_thread`` fixture to every test in this folder."""

@@ -11,15 +11,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
+from zoo_fixtures import load_fixture, relative_error
 
 from pareidolia.zoo import registry
 from pareidolia.zoo.dlib_resnet import SPECS, DlibResNet
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "dlib.npz"
 SPEC = SPECS[0]
 
 
@@ -34,11 +33,6 @@ def model(dlib_only: None) -> nn.Module:
     return registry.load("dlib")
 
 
-def _chips(u8: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 → (N, 3, H, W) float32 in [0, 1], exactly as the JS runner does."""
-    return torch.from_numpy(u8).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-
-
 def test_spec_contract() -> None:
     assert SPEC.name == "dlib" and SPEC.role == "fr" and SPEC.chip == "dlib150"
     assert SPEC.input_size == 150 and SPEC.output_dim == 128
@@ -47,20 +41,20 @@ def test_spec_contract() -> None:
 
 
 def test_matches_faceapi_tfjs(model: nn.Module) -> None:
-    data = np.load(FIXTURE)
-    assert data["input"].dtype == np.uint8 and data["input"].shape == (3, 150, 150, 3)
+    x, data = load_fixture("dlib")
+    assert x.shape == (3, 3, 150, 150)
     reference = data["output"]
     with torch.no_grad():
-        out = model(_chips(data["input"])).numpy()
+        out = model(x).numpy()
     assert out.shape == reference.shape == (3, 128)
-    rel = np.linalg.norm(out - reference, axis=1) / np.linalg.norm(reference, axis=1)
+    rel = relative_error(out, reference)
     assert rel.max() <= 1e-4, rel
 
 
 def test_mirrored_face_is_same_person(model: nn.Module) -> None:
-    data = np.load(FIXTURE)
+    x, _ = load_fixture("dlib")
     with torch.no_grad():
-        emb = model(_chips(data["input"][:2]))
+        emb = model(x[:2])
     assert torch.linalg.vector_norm(emb[0] - emb[1]) < 0.6  # dlib's same-person rule
 
 

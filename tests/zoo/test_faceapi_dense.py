@@ -9,18 +9,16 @@ a registry narrowed to its specs, so these tests do not depend on the other zoo 
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from zoo_fixtures import load_fixture, relative_error
 
+from pareidolia.checksums import file_sha256
 from pareidolia.zoo import registry
 from pareidolia.zoo.faceapi_dense import SPECS, FaceApiExpression, FaceApiLandmarks
 from pareidolia.zoo.spec import EMOTIONS
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BY_NAME = {s.name: s for s in SPECS}
 
 
@@ -31,15 +29,9 @@ def load(monkeypatch: pytest.MonkeyPatch):
 
 
 def _fixture(name: str) -> tuple[torch.Tensor, np.ndarray]:
-    data = np.load(FIXTURES / f"{name}.npz")
-    u8 = data["input"]
-    assert u8.dtype == np.uint8 and u8.shape == (3, 112, 112, 3)
-    return torch.from_numpy(u8).permute(0, 3, 1, 2).to(torch.float32) / 255.0, data["output"]
-
-
-def _rel(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    out, ref = out.reshape(len(out), -1), ref.reshape(len(ref), -1)
-    return np.linalg.norm(out - ref, axis=1) / np.linalg.norm(ref, axis=1)
+    x, data = load_fixture(name)
+    assert x.shape == (3, 3, 112, 112)
+    return x, data["output"]
 
 
 def test_spec_contract() -> None:
@@ -54,7 +46,7 @@ def test_spec_contract() -> None:
 @pytest.mark.parametrize("name", sorted(BY_NAME))
 def test_shipped_weights_match_checksum(name: str) -> None:
     spec = BY_NAME[name]
-    assert hashlib.sha256(registry.weights_path(spec).read_bytes()).hexdigest() == spec.sha256
+    assert file_sha256(registry.weights_path(spec)) == spec.sha256
 
 
 def test_landmarks_match_faceapi_tfjs(load) -> None:
@@ -63,7 +55,7 @@ def test_landmarks_match_faceapi_tfjs(load) -> None:
     with torch.no_grad():
         out = model(x).numpy()
     assert out.shape == reference.shape == (3, 68, 2)
-    rel = _rel(out, reference)
+    rel = relative_error(out, reference)
     assert rel.max() <= 1e-4, rel
 
 
@@ -86,7 +78,7 @@ def test_expression_matches_faceapi_tfjs(load) -> None:
         logp = model(x)
     out = logp.exp().numpy()
     assert out.shape == reference.shape == (3, 7)
-    rel = _rel(out, reference)
+    rel = relative_error(out, reference)
     assert rel.max() <= 1e-4, rel
     # Also the tiny probabilities, through their logs (the logits up to a constant).
     assert np.abs(logp.numpy() - np.log(reference)).max() <= 1e-3

@@ -7,19 +7,18 @@ mirror image and uniform noise. Offline and fast: only the shipped weights and t
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from zoo_fixtures import load_fixture, relative_error
 
+from pareidolia.checksums import file_sha256
 from pareidolia.zoo import human
 from pareidolia.zoo.spec import EMOTIONS
 
 WEIGHTS = Path(human.__file__).resolve().parent / "weights"
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SPECS = {s.name: s for s in human.SPECS}
 TOL = 1e-4
 
@@ -31,27 +30,17 @@ def _model(name: str) -> torch.nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def _fixture(name: str) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    data = dict(np.load(FIXTURES / f"{name}.npz"))
-    x = torch.from_numpy(data["input"]).permute(0, 3, 1, 2).float() / 255.0
-    return x, data
-
-
-def _rel_err(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(y - ref, axis=1) / np.linalg.norm(ref, axis=1)
-
-
 @pytest.mark.parametrize("name", ["faceres", "mobileface"])
 def test_embedding_matches_tfjs(name: str) -> None:
-    x, data = _fixture(name)
+    x, data = load_fixture(name)
     with torch.no_grad():
         y = _model(name)(x).numpy()
     assert y.shape == (3, SPECS[name].output_dim)
-    assert _rel_err(y, data["output"]).max() <= TOL
+    assert relative_error(y, data["output"]).max() <= TOL
 
 
 def test_emotion_matches_tfjs() -> None:
-    x, data = _fixture("mini_xception")
+    x, data = load_fixture("mini_xception")
     assert tuple(data["labels"]) == human.HUMAN_EMOTIONS
     model = _model("mini_xception")
     with torch.no_grad():
@@ -60,9 +49,9 @@ def test_emotion_matches_tfjs() -> None:
     assert logp.shape == (3, 7)
     # Probabilities, after mapping human's order onto spec.EMOTIONS.
     ref = data["output"][:, list(human.EMOTION_ORDER)]
-    assert _rel_err(logp.exp().numpy(), ref).max() <= TOL
+    assert relative_error(logp.exp().numpy(), ref).max() <= TOL
     # The softmax saturates on the face; the pre-softmax scores are the sharper check.
-    assert _rel_err(logits, data["logits"]).max() <= TOL
+    assert relative_error(logits, data["logits"]).max() <= TOL
     # Orders: the reordering is a permutation that names the same emotions.
     names = {"fear": "fearful", "disgust": "disgusted", "surprise": "surprised"}
     assert [
@@ -73,7 +62,7 @@ def test_emotion_matches_tfjs() -> None:
 @pytest.mark.parametrize("name", list(SPECS))
 def test_gradients_reach_pixels(name: str) -> None:
     spec = SPECS[name]
-    x, _ = _fixture(name)
+    x, _ = load_fixture(name)
     x = x[:1].clone().requires_grad_(True)
     out = _model(name)(x)
     assert out.shape == (1, spec.output_dim)
@@ -86,7 +75,6 @@ def test_gradients_reach_pixels(name: str) -> None:
 @pytest.mark.parametrize("name", list(SPECS))
 def test_shipped_weights_checksum(name: str) -> None:
     spec = SPECS[name]
-    digest = hashlib.sha256((WEIGHTS / spec.weights_file).read_bytes()).hexdigest()
-    assert digest == spec.sha256
+    assert file_sha256(WEIGHTS / spec.weights_file) == spec.sha256
     assert spec.licence == "MIT"
     assert spec.weights_file == f"{name}.safetensors"

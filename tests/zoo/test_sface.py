@@ -9,35 +9,23 @@ depend on the other zoo modules.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
+from zoo_fixtures import load_fixture, relative_error
 
+from pareidolia.checksums import file_sha256
+from pareidolia.faces.detect import YUNET_FILE, YUNET_SHA256
 from pareidolia.zoo import registry
 from pareidolia.zoo.sface import SPECS, SFace
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sface.npz"
 SPEC = SPECS[0]
-YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
 
 
 @pytest.fixture
 def model(monkeypatch: pytest.MonkeyPatch) -> nn.Module:
     monkeypatch.setattr(registry, "specs", lambda: {SPEC.name: SPEC})
     return registry.load("sface")
-
-
-def _chips(u8: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 → (N, 3, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(u8).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_spec_contract() -> None:
@@ -48,25 +36,25 @@ def test_spec_contract() -> None:
 
 
 def test_shipped_files_match_checksums() -> None:
-    assert _sha256(registry.weights_path(SPEC)) == SPEC.sha256
-    assert _sha256(registry.WEIGHTS_DIR / "yunet_2023mar_int8bq.onnx") == YUNET_SHA256
+    assert file_sha256(registry.weights_path(SPEC)) == SPEC.sha256
+    assert file_sha256(YUNET_FILE) == YUNET_SHA256
 
 
 def test_matches_onnxruntime(model: nn.Module) -> None:
-    data = np.load(FIXTURE)
-    assert data["input"].dtype == np.uint8 and data["input"].shape == (3, 112, 112, 3)
+    x, data = load_fixture("sface")
+    assert x.shape == (3, 3, 112, 112)
     reference = data["output"]
     with torch.no_grad():
-        out = model(_chips(data["input"])).numpy()
+        out = model(x).numpy()
     assert out.shape == reference.shape == (3, 128)
-    rel = np.linalg.norm(out - reference, axis=1) / np.linalg.norm(reference, axis=1)
+    rel = relative_error(out, reference)
     assert rel.max() <= 1e-4, rel
 
 
 def test_mirrored_face_is_same_person(model: nn.Module) -> None:
-    data = np.load(FIXTURE)
+    x, _ = load_fixture("sface")
     with torch.no_grad():
-        emb = model(_chips(data["input"]))
+        emb = model(x)
     cos = torch.nn.functional.cosine_similarity(emb[:1], emb[1:], dim=-1)
     assert cos[0] > 0.363  # OpenCV's same-person threshold
     assert cos[1] < 0.363  # noise is nobody
@@ -82,7 +70,7 @@ def test_gradients_reach_pixels(model: nn.Module) -> None:
 
 
 def test_train_mode_keeps_frozen_statistics(model: nn.Module) -> None:
-    x = _chips(np.load(FIXTURE)["input"])
+    x, _ = load_fixture("sface")
     with torch.no_grad():
         ref = model(x)
         out = model.train()(x)
