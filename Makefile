@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow lint data clean-venv
+.PHONY: demo test test-slow lint data clean-venv browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ demo: $(STAMP)
 test: $(STAMP) data
 	$(PY) -m pytest -m "not slow" -q
 
-test-slow: $(STAMP) data
+# Debian's Chromium for the web page's end-to-end tests (Playwright drives it; its own browser
+# download is never used). Installed with apt-get when missing; sudo only when not root.
+browser:
+	test -x /usr/bin/chromium || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  APT="$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get"; \
+	  $$APT install -y chromium || { $$APT update && $$APT install -y chromium; }; }
+
+test-slow: $(STAMP) data browser
 	$(PY) -m pytest -m slow -q || [ $$? -eq 5 ]  # 5: no slow test selected
 
 lint: $(STAMP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,3 +45,36 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def module_one_thread() -> Iterator[None]:
+    """:func:`one_thread` for a whole module (``pytestmark = usefixtures(...)``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def identity_protector(insightface_images: Path) -> Any:
+    """A cheap stand-in protector for pipeline tests: the shipped prior itself (so a face comes
+    back as its 2-step DDIM round trip), with Tom Hanks's embeddings as the target's."""
+    import copy
+
+    from pareidolia.diffusion.prior import default_prior
+    from pareidolia.evaluation.verification import FaceEmbedder
+    from pareidolia.io import read_photo
+    from pareidolia.locate import locate_faces
+    from pareidolia.protector import Protector, ProtectorConfig
+
+    unet, cfg = default_prior()
+    target = read_photo(insightface_images / "Tom_Hanks_54745.png").rgb
+    face = locate_faces(target)[0]
+    return Protector(
+        unet=copy.deepcopy(unet).requires_grad_(False),
+        base_unet=unet,
+        base_cfg=cfg,
+        config=ProtectorConfig(n_inv=2, n_gen=2),
+        target_embeddings=FaceEmbedder().embed(target, face.landmarks),
+    )

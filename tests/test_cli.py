@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from pareidolia.cli import main
+from pareidolia.commands.demo import ASTRONAUT
 from pareidolia.evaluation.variants import strong_variant
 from pareidolia.io import read_photo, write_photo
 
@@ -121,10 +122,18 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_demo_runs_offline_and_reports_a_match(
+def test_demo_protects_the_astronaut_offline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The demo: the shipped protector on the bundled photo, a side-by-side panel, the report."""
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "1 face(s) found" in out and "same person for every model" in out
-    assert (tmp_path / "astronaut_variant.jpg").exists()
+    assert "1 face(s) protected" in out and "dlib" in out and "side by side" in out
+    protected = read_photo(tmp_path / "astronaut_protected.jpg").rgb
+    original = read_photo(ASTRONAUT).rgb
+    assert protected.shape == original.shape
+    diff = np.abs(protected.astype(int) - original.astype(int)).max(axis=2)
+    assert diff.max() > 20  # the face was edited …
+    assert np.median(diff[:, :100]) <= 2  # … the left edge (background) only re-encoded
+    panel = read_photo(tmp_path / "astronaut_side_by_side.png").rgb
+    assert (panel.shape[1] - 16) % 3 == 0 and panel.shape[0] < original.shape[0]  # 3 face crops

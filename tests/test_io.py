@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -149,3 +151,14 @@ def test_folders_expand_recursively_to_images(tmp_path: Path) -> None:
     for name in ["a.jpg", "sub/b.PNG", "sub/notes.txt"]:
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in iter_image_files([tmp_path])] == ["a.jpg", "b.PNG"]
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path) -> None:
+    """Outputs get the permissions any new file would (0666 less the umask)."""
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "out.bin"
+        atomic_write_bytes(path, b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

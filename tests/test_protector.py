@@ -277,10 +277,50 @@ def test_save_load_round_trip_and_refusals(
         load_protector(tmp_path / "missing.safetensors", unet, cfg)
 
 
+def test_finetune_from_init_continues_from_those_weights(
+    base: tuple[UNet2DModel, ScoreModelConfig],
+    faces: tuple[torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+) -> None:
+    """``init`` starts the tuned weights from another network of the same architecture (a
+    protector), while inversion stays with the base."""
+    unet, cfg = base
+    train, target = faces
+    start = _tiny_unet(5)[0]
+    slow = replace(CONFIG, lr=1e-7)
+    cont = finetune(unet, cfg, train, target, slow, tmp_path, progress=False, init=start)
+    ref, got, b = start.state_dict(), cont.unet.state_dict(), unet.state_dict()
+    k = next(k for k in ref if ref[k].is_floating_point() and not torch.equal(ref[k], b[k]))
+    assert (got[k] - ref[k]).abs().max() < 1e-4 < (got[k] - b[k]).abs().max()
+    assert model_hash(unet) == cfg.content_hash  # the base is untouched
+
+
+def test_fp16_delta_artifact_is_smaller_and_close(
+    base: tuple[UNet2DModel, ScoreModelConfig],
+    faces: tuple[torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+) -> None:
+    """The shipped format: float16 differences from the base, restored to within fp16 rounding
+    of each difference (so far closer than the full weights' own scale)."""
+    unet, cfg = base
+    prot = _run(base, faces, tmp_path / "run")
+    full = save_protector(tmp_path / "full.safetensors", prot)
+    delta = save_protector(tmp_path / "delta.safetensors", prot, delta_fp16=True)
+    assert delta.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_protector(delta, unet, cfg)
+    tuned, base_w = prot.unet.state_dict(), unet.state_dict()
+    for k, v in loaded.unet.state_dict().items():
+        step = (tuned[k] - base_w[k]).abs().max()
+        assert (v - tuned[k]).abs().max() <= 1e-3 * step + 1e-7, k
+    assert not torch.equal(loaded.unet.state_dict()[k], base_w[k]) or float(step) == 0.0
+    with pytest.raises(UserError, match="base model"):
+        load_protector(delta, *_tiny_unet(1))
+
+
 def test_config_validation_and_json_round_trip() -> None:
     assert ProtectorConfig.from_json(CONFIG.to_json()) == CONFIG
     default = ProtectorConfig()
-    assert (default.t0, default.n_inv, default.n_gen, default.lr) == (60, 20, 6, 8e-6)
+    assert (default.t0, default.n_inv, default.n_gen, default.lr) == (60, 20, 6, 1e-4)
     assert default.victim not in default.surrogates
     with pytest.raises(UserError, match="held out"):
         replace(CONFIG, victim="mobileface")

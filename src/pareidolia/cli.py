@@ -64,9 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print the report as JSON")
     d.set_defaults(func=_cmd_demo)
 
+    from pareidolia.commands.bench import add_bench_parser
     from pareidolia.commands.prior import add_prior_parser
+    from pareidolia.commands.protect import add_protect_parser
+    from pareidolia.commands.train import add_train_parsers
+    from pareidolia.commands.web import add_web_parser
 
+    add_bench_parser(sub)
     add_prior_parser(sub)
+    add_protect_parser(sub)
+    add_train_parsers(sub)
+    add_web_parser(sub)
     return p
 
 

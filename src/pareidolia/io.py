@@ -142,7 +142,7 @@ def read_photo(path: Path | str) -> Photo:
     return Photo(path=path, rgb=rgb, format=fmt, alpha=alpha, icc_profile=icc, exif=exif_bytes)
 
 
-_SAVE_FORMAT = {
+SAVE_FORMATS = {  # output suffix → Pillow format
     ".jpg": "JPEG",
     ".jpeg": "JPEG",
     ".png": "PNG",
@@ -180,6 +180,12 @@ def encode_photo(
     return buf.getvalue()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so a crash never
     leaves a partial file; refuse to replace an existing file unless ``overwrite``."""
@@ -188,6 +194,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False) -> N
         raise FileExistsError(f"{path}: already exists; not overwriting")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from other users
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -215,10 +222,10 @@ def write_photo(
     """Write ``rgb`` atomically to ``path``; format from the suffix. With ``like``, its alpha
     channel and ICC profile are carried over, and its EXIF only when ``keep_metadata``."""
     path = Path(path)
-    fmt = _SAVE_FORMAT.get(path.suffix.lower())
+    fmt = SAVE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ImageError(
-            path, f"cannot write format {path.suffix!r}; use one of {sorted(_SAVE_FORMAT)}"
+            path, f"cannot write format {path.suffix!r}; use one of {sorted(SAVE_FORMATS)}"
         )
     data = encode_photo(
         rgb,
@@ -236,7 +243,7 @@ def output_path_for(src: Path, out_dir: Path | None, suffix: str = "_protected")
     """``photo.jpg`` → ``OUT/photo_protected.jpg``; a free name (``_protected-2`` …) if taken.
     HEIC inputs are written as PNG (Pillow cannot encode HEIC without the plugin's encoder)."""
     folder = out_dir if out_dir is not None else src.parent
-    ext = src.suffix if src.suffix.lower() in _SAVE_FORMAT else ".png"
+    ext = src.suffix if src.suffix.lower() in SAVE_FORMATS else ".png"
     candidate = folder / f"{src.stem}{suffix}{ext}"
     n = 2
     while candidate.exists():

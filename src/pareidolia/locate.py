@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from pareidolia.faces.align import to_tensor
-from pareidolia.faces.detect import Face, detect_faces
+from pareidolia.faces.align import to_tensor, warp_crop, working_alignment
+from pareidolia.faces.detect import Face, detect_faces, split_by_size
 from pareidolia.faces.refine import refine_landmarks
 from pareidolia.zoo import registry
 
@@ -33,3 +34,13 @@ def locate_faces(rgb: np.ndarray, refine: bool = True) -> list[Face]:
     if not refine:
         return faces
     return [replace(f, landmarks=refine_landmarks(rgb, f.landmarks, landmarks68)) for f in faces]
+
+
+def face_crops(path: Path | str, size: int = 256) -> list[np.ndarray]:
+    """Working crops (uint8, ``size`` px) of every face of the photo at ``path`` large enough to
+    protect, largest first. Raises :class:`~pareidolia.io.ImageError` for unusable files."""
+    from pareidolia.io import read_photo
+
+    photo = read_photo(path)
+    faces, _ = split_by_size(locate_faces(photo.rgb))
+    return [warp_crop(photo.rgb, working_alignment(f.landmarks, size)) for f in faces]

@@ -26,10 +26,11 @@ from pareidolia.diffusion.prior import (
     load_prior,
 )
 from pareidolia.diffusion.prior_config import PriorArch, TrainConfig
-from pareidolia.diffusion.prior_eval import psnr, ssim
+from pareidolia.diffusion.prior_data import FaceSampler
 from pareidolia.diffusion.schedule import alphas_cumprod, linear_betas
 from pareidolia.diffusion.train import CHECKPOINT, LOG, train
 from pareidolia.facesets import PHOTOS, FaceCrop, load_faceset, make_faceset, write_faceset
+from pareidolia.quality import psnr, ssim
 
 TINY = PriorArch(resolution=32, block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=8)
 
@@ -249,3 +250,13 @@ def test_the_shipped_prior_meets_its_round_trip_targets(
     assert summary["fr_all_pass_rate"] >= 0.95
     assert summary["expression_unchanged_rate"] >= 0.90
     assert summary["noised_psnr_mean"] >= 27.0
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0])
+def test_face_sampler_all_real_or_all_synthetic(astronaut_rgb: np.ndarray, ratio: float) -> None:
+    """A batch may be all real or all synthetic (the synthetic count is binomial)."""
+    torch.manual_seed(0)
+    sampler = FaceSampler(_crops(astronaut_rgb, 2), 32, DCGANGenerator().eval(), ratio)
+    x = sampler.batch(3, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert x.shape == (3, 3, 32, 32)
+    assert torch.isfinite(x).all() and x.min() >= -1.0 and x.max() <= 1.0

@@ -1,37 +1,59 @@
-"""``pareidolia demo``: the bundled public-domain astronaut photo (NASA, via scikit-image), its
-faces, and what every FR model says of it against an edited copy of itself."""
+"""``pareidolia demo``: protect the bundled public-domain astronaut photo (NASA, via
+scikit-image) with the shipped default protector, offline, and show what changed.
+
+Writes ``astronaut_protected.jpg`` and ``astronaut_side_by_side.png`` (original | protected |
+difference ×8 around mid-grey, cropped to the face) into the output folder and prints the
+protection report (per FR model: similarity to the original and to the target, before → after).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from pareidolia.commands.verify import render_verify, verify_files
-from pareidolia.evaluation.variants import strong_variant
-from pareidolia.faces.detect import detect_faces
-from pareidolia.io import read_photo, write_photo
+import numpy as np
+
+from pareidolia.io import atomic_write_bytes, encode_photo
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "data" / "astronaut.jpg"
+AMPLIFY = 8.0
+
+
+def side_by_side(original: np.ndarray, protected: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
+    """original | protected | amplified difference, cropped to ``box`` (x, y, w, h) with a
+    margin of half the box on every side."""
+    x, y, w, h = box
+    h_img, w_img = original.shape[:2]
+    x0, y0 = max(0, int(x - w / 2)), max(0, int(y - h / 2))
+    x1, y1 = min(w_img, int(x + 1.5 * w)), min(h_img, int(y + 1.5 * h))
+    a, b = original[y0:y1, x0:x1], protected[y0:y1, x0:x1]
+    diff = b.astype(np.float32) - a.astype(np.float32)
+    amp = np.clip(128.0 + AMPLIFY * diff, 0, 255).astype(np.uint8)
+    gap = np.full((a.shape[0], 8, 3), 255, np.uint8)
+    return np.concatenate([a, gap, b, gap, amp], axis=1)
 
 
 def run_demo(out_dir: Path | None = None, as_json: bool = False) -> int:
-    """Detect the astronaut's face, write an edited copy (mirrored, rotated 8°, brightened,
-    JPEG q40) and print the verification report of the original against the copy."""
+    """Protect the astronaut with the default protector; print the report; 0 on success."""
+    from pareidolia.commands.protect import render_reports
+    from pareidolia.default_protectors import default_protector
+    from pareidolia.io import read_photo
+    from pareidolia.protect import ProtectOptions, protect_files
+
     out = out_dir or Path("pareidolia-demo")
-    out.mkdir(parents=True, exist_ok=True)
-    photo = read_photo(ASTRONAUT)
-    faces = detect_faces(photo.rgb)
-    variant_path = out / "astronaut_variant.jpg"
-    if not variant_path.exists():
-        write_photo(variant_path, strong_variant(photo.rgb), like=photo)
-    report = verify_files(ASTRONAUT, variant_path)
+    protector = default_protector()
+    reports = protect_files([ASTRONAUT], protector, ProtectOptions(out_dir=out))
+    report = reports[0]
+    if report.output is None or not report.faces:
+        raise RuntimeError(f"the demo protected no face: {report.to_dict()}")
+    original, protected = read_photo(ASTRONAUT).rgb, read_photo(report.output).rgb
+    panel = out / f"{ASTRONAUT.stem}_side_by_side.png"
+    image = side_by_side(original, protected, report.faces[0].box)
+    atomic_write_bytes(panel, encode_photo(image, "PNG"), overwrite=True)
+    data = report.to_dict()
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({"far": "0.01", "photos": [data], "side_by_side": str(panel)}, indent=2))
     else:
-        print(f"{ASTRONAUT.name}: {len(faces)} face(s) found")
-        for i, f in enumerate(faces):
-            x, y, w, h = f.box
-            print(f"  face {i}: box x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}, score {f.score:.2f}")
-        print(f"edited copy written to {variant_path}\n")
-        print(render_verify(report))
+        print(render_reports([data]))
+        print(f"side by side (original | protected | difference ×{AMPLIFY:g}): {panel}")
     return 0

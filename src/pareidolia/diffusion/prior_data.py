@@ -152,14 +152,10 @@ class FaceSampler:
         k = int(rng.binomial(n, self.synthetic_ratio)) if self.synthetic_ratio > 0 else 0
         picks = torch.from_numpy(rng.integers(len(self.real), size=n - k))
         real = self.real[picks.to(self.device)].float() / 255.0
-        parts = [
-            _warp(
-                real,
-                _theta(self._maps(n - k, None, rng), self.work, self.work),
-                self.work,
-                "reflection",
-            )
-        ]
+        parts = []
+        if n - k:  # a batch may be all synthetic (the count is binomial)
+            theta = _theta(self._maps(n - k, None, rng), self.work, self.work)
+            parts.append(_warp(real, theta, self.work, "reflection"))
         if k and self.dcgan is not None:
             z = torch.randn(k, NZ, 1, 1, generator=gen).to(self.device)
             with torch.no_grad():

@@ -24,52 +24,18 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers.models.unets.unet_2d import UNet2DModel
 
 from pareidolia.diffusion.ddim import generate, invert, unet_eps
 from pareidolia.diffusion.schedule import ScoreModelConfig
 from pareidolia.faces.align import ChipSampler, to_tensor
+from pareidolia.quality import psnr, ssim
 from pareidolia.zoo import registry
 from pareidolia.zoo.spec import EMOTIONS
 from pareidolia.zoo.thresholds import thresholds
 
 FAR = "0.01"
 EXPRESSION_MODEL = "faceapi_expression"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio (dB) of two uint8 images (peak 255); ∞ when identical."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
-
-
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Structural similarity (Wang et al. 2004) of two uint8 (H, W, 3) images.
-
-    Gaussian window 11×11, σ = 1.5, K1 = 0.01, K2 = 0.03, data range 255, statistics with
-    population (not sample) variance, each channel separately over the window positions that
-    fit inside the image, then averaged: the numbers of scikit-image's
-    ``structural_similarity(..., channel_axis=2, gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False, data_range=255)``.
-    """
-    x = torch.from_numpy(a.astype(np.float64)).permute(2, 0, 1)[:, None]
-    y = torch.from_numpy(b.astype(np.float64)).permute(2, 0, 1)[:, None]
-    w = _gaussian_window()
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mx, my = F.conv2d(x, w), F.conv2d(y, w)
-    vx = F.conv2d(x * x, w) - mx**2
-    vy = F.conv2d(y * y, w) - my**2
-    cxy = F.conv2d(x * y, w) - mx * my
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float(s.mean())
 
 
 class Judges:

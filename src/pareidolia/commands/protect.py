@@ -1,0 +1,241 @@
+"""``pareidolia protect PATH…``: protect every face of photos (files or folders).
+
+Writes ``name_protected.ext`` next to each photo (or into ``-o OUTDIR``), prints a table per
+photo and face (or the JSON report), and exits 0 when every face of every photo was protected,
+1 when faces were skipped as too small or photos had no face, 2 on bad input (one line per
+problem on stderr; nothing is written for a bad file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pareidolia.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from pareidolia.protect import PhotoReport, Progress, ProtectOptions
+    from pareidolia.protector import Protector
+
+DEFAULT_TARGET_ADAPT = 20
+"""Adaptation steps used when ``--target`` is given without ``--adapt``."""
+
+
+def add_protect_parser(sub: Any) -> None:
+    """Register ``pareidolia protect`` on the main parser's sub-commands."""
+    p = sub.add_parser(
+        "protect",
+        help="protect the faces of photos (files or folders) from face recognition",
+        description="Edit the expression of every face so face recognition matches it to "
+        "another identity; writes NAME_protected.EXT beside each photo or into -o OUTDIR.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="photos or folders of photos")
+    p.add_argument("-o", "--out", metavar="OUTDIR", help="output folder (created if missing)")
+    p.add_argument("--protector", metavar="P", help="protector file (from `pareidolia train`)")
+    p.add_argument("--target", metavar="IMG", help="photo of the identity to be mistaken for")
+    p.add_argument("--emotion", help="expression of the shipped protector to use (default: happy)")
+    p.add_argument(
+        "--adapt",
+        type=int,
+        metavar="STEPS",
+        help=f"fine-tune on each photo's faces first (default 0; {DEFAULT_TARGET_ADAPT} with "
+        "--target)",
+    )
+    p.add_argument("--keep-metadata", action="store_true", help="keep EXIF (GPS, camera, …)")
+    p.add_argument(
+        "--min-face", type=float, metavar="PX", help="skip faces narrower than PX (default 48)"
+    )
+    p.add_argument(
+        "--no-robustness",
+        action="store_true",
+        help="skip the check after a simulated social-network upload",
+    )
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.set_defaults(func=cmd_protect)
+
+
+def _options(args: argparse.Namespace) -> ProtectOptions:
+    from pareidolia.faces.detect import MIN_FACE_PX
+    from pareidolia.protect import ProtectOptions
+
+    if args.protector and args.emotion:
+        raise UserError("use either --protector or --emotion, not both")
+    adapt = args.adapt
+    if adapt is None:
+        adapt = DEFAULT_TARGET_ADAPT if args.target else 0
+    if args.target and adapt <= 0:
+        raise UserError("--target needs --adapt STEPS > 0 (the protector is adapted to it)")
+    return ProtectOptions(
+        out_dir=Path(args.out) if args.out else None,
+        keep_metadata=args.keep_metadata,
+        adapt_steps=adapt,
+        min_face=args.min_face if args.min_face is not None else MIN_FACE_PX,
+        robustness=not args.no_robustness,
+    )
+
+
+def load_target_crop(path: Path) -> torch.Tensor:
+    """The working crop (1, 3, 256, 256) in [0, 1] of the largest face of the photo ``path``."""
+    from pareidolia.commands.train import target_face
+
+    return target_face(path)
+
+
+def _protector(args: argparse.Namespace) -> Protector:
+    if args.protector:
+        from pareidolia.diffusion.prior import default_prior
+        from pareidolia.protector import load_protector
+
+        return load_protector(Path(args.protector), *default_prior())
+    from pareidolia.default_protectors import DEFAULT_EMOTION, default_protector
+
+    return default_protector(args.emotion or DEFAULT_EMOTION)
+
+
+def _target(args: argparse.Namespace, adapt: int) -> torch.Tensor | None:
+    """The target crop to adapt toward: ``--target``, else the shipped default target."""
+    if adapt <= 0:
+        return None
+    if args.target:
+        return load_target_crop(Path(args.target))
+    from pareidolia.default_protectors import default_target_crop
+    from pareidolia.faces.align import to_tensor
+
+    return to_tensor(default_target_crop())
+
+
+class _Bar:
+    """A tqdm bar over photos on stderr, showing the current photo's face count."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None and stage == "photos":
+            self.bar = tqdm(total=total, unit="photo", file=sys.stderr, disable=None)
+        if stage == "photos" and self.bar is not None:
+            self.bar.set_postfix_str("")
+            self.bar.update(done - self.bar.n)
+        elif self.bar is not None:
+            self.bar.set_postfix_str(f"{stage} {done}/{total}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _yes(x: bool | None) -> str:
+    return "-" if x is None else ("match" if x else "no match")
+
+
+def _score(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _render_face(face: dict[str, Any]) -> list[str]:
+    x, y, w, h = face["box"]
+    before, after = face["expression_before"], face["expression_after"]
+    top_b, top_a = face["top_expression_before"], face["top_expression_after"]
+    psnr = "∞" if face["psnr"] is None else f"{face['psnr']:.1f}"
+    lines = [
+        f"  face {face['index']}: box x={x:.0f} y={y:.0f} {w:.0f}×{h:.0f}  "
+        f"expression {top_b} {before[top_b]:.2f} → {top_a} {after[top_a]:.2f}  "
+        f"PSNR {psnr} dB  SSIM {face['ssim']:.3f}  {face['seconds']:.1f} s",
+        f"    {'model':<11} {'vs original':<21} {'vs target before → after':<36} after upload",
+    ]
+    uploads = {r["model"]: r for r in face["robustness"] or []}
+    for m in face["models"]:
+        orig = f"{_score(m['original_score'])} {_yes(m['matches_original'])}"
+        tgt = (
+            f"{_score(m['target_before'])} → {_score(m['target_after'])} "
+            f"({_yes(m['matches_target_before'])} → {_yes(m['matches_target_after'])})"
+        )
+        up = uploads.get(m["model"])
+        if face["redetected"] is None:
+            upload = "not checked"
+        elif up is None:
+            upload = "face not found"
+        else:
+            upload = f"target {_yes(up['matches_target'])}, original {_yes(up['matches_original'])}"
+        lines.append(f"    {m['model']:<11} {orig:<21} {tgt:<36} {upload}")
+    return lines
+
+
+def render_reports(reports: list[dict[str, Any]]) -> str:
+    """A readable table of the JSON-ready photo reports."""
+    lines: list[str] = []
+    for r in reports:
+        if r["status"] == "error":
+            lines.append(f"{r['path']}: not processed: {r['error']}")
+            continue
+        head = f"{r['path']}"
+        head += f" → {r['output']}" if r["output"] else ": nothing written"
+        head += (
+            f"  ({r['faces_protected']} face(s) protected, {len(r['skipped'])} skipped, "
+            f"{r['seconds']:.1f} s)"
+        )
+        lines.append(head)
+        if r["status"] == "no_face":
+            lines.append("  no face found")
+        for face in r["faces"]:
+            lines += _render_face(face)
+        for s in r["skipped"]:
+            x, y, w, h = s["box"]
+            lines.append(f"  skipped: box x={x:.0f} y={y:.0f} {w:.0f}×{h:.0f}: {s['reason']}")
+        lines.append("")
+    protected = sum(r["faces_protected"] for r in reports)
+    skipped = sum(len(r["skipped"]) for r in reports)
+    errors = sum(r["status"] == "error" for r in reports)
+    lines.append(
+        f"{len(reports)} photo(s): {protected} face(s) protected, {skipped} skipped, "
+        f"{errors} unreadable"
+    )
+    return "\n".join(lines)
+
+
+def _problems(reports: list[PhotoReport]) -> list[str]:
+    """One line per photo that was not fully protected, for stderr."""
+    lines = []
+    for r in reports:
+        if r.status == "error":
+            lines.append(f"{r.path}: {r.error}")
+        elif r.status == "no_face":
+            lines.append(f"{r.path}: no face found; nothing written")
+        elif r.skipped:
+            what = "nothing written" if not r.faces else "those faces are not protected"
+            lines.append(f"{r.path}: {len(r.skipped)} face(s) too small to protect; {what}")
+    return lines
+
+
+def cmd_protect(args: argparse.Namespace) -> int:
+    """Run ``pareidolia protect``; returns the exit status (see the module docstring)."""
+    from pareidolia.protect import check_output_folder, exit_status, expand_inputs, protect_files
+
+    options = _options(args)
+    paths = [Path(p) for p in args.paths]
+    files = expand_inputs(paths, options.out_dir)  # bad inputs end the run before any work
+    if options.out_dir is not None:
+        check_output_folder(options.out_dir)
+    protector = _protector(args)
+    target = _target(args, options.adapt_steps)
+    bar = _Bar()
+    progress: Progress = bar
+    try:
+        reports = protect_files(files, protector, options, progress, target_crop=target)
+    finally:
+        bar.close()
+    data = [r.to_dict() for r in reports]
+    if args.json:
+        print(json.dumps({"far": "0.01", "photos": data}, indent=2))
+    else:
+        print(render_reports(data))
+    for line in _problems(reports):
+        print(f"pareidolia: {line}", file=sys.stderr)
+    return exit_status(reports)

@@ -1,0 +1,56 @@
+"""``pareidolia web [--host H] [--port P]``: serve the photo-protection page (Gradio).
+
+Listens on loopback by default; any other address lets others on the network protect photos
+with this computer (and see nothing of each other's, but use its CPU), so it is said out loud.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from typing import Any
+
+from pareidolia.web import DEFAULT_HOST, DEFAULT_PORT
+
+
+def add_web_parser(sub: Any) -> None:
+    """Register ``pareidolia web`` on the main parser's sub-commands."""
+    p = sub.add_parser(
+        "web",
+        help="serve a local web page to protect photos (needs pareidolia[web])",
+        description="Serve a web page to protect photos: drop photos, pick an expression, "
+        "optionally give a target face, download the protected copies and the report.",
+    )
+    p.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
+    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.set_defaults(func=cmd_web)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """Run ``pareidolia web`` until Ctrl-C; returns the exit status."""
+    from pareidolia.errors import UserError
+    from pareidolia.web import serve
+
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port must be within 1..65535, got {args.port}")
+    if not _is_loopback(args.host):
+        print(
+            f"pareidolia: warning: listening on {args.host}, not loopback: anyone who can reach "
+            "this address can use the page",
+            file=sys.stderr,
+        )
+    print(f"pareidolia web: http://{args.host}:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
+    serve(args.host, args.port)
+    return 0

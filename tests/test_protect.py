@@ -1,0 +1,487 @@
+"""``pareidolia protect`` and the library behind it (pareidolia.protect).
+
+One cheap test protector is built per module: the shipped prior's network tuned by nothing (a
+copy of the base) with the fewest DDIM steps allowed, bound to the identity of insightface's
+Tom Hanks photo as target. It edits faces only by the DDIM round trip, which is all these tests
+need: where outputs go, what is kept or stripped, how problems end the run, and the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from pareidolia.cli import main
+from pareidolia.errors import UserError
+from pareidolia.faces.align import to_tensor, warp_crop, working_alignment
+from pareidolia.io import read_photo
+from pareidolia.locate import locate_faces
+from pareidolia.protect import (
+    FaceReport,
+    PhotoReport,
+    ProtectOptions,
+    SkippedFace,
+    exit_status,
+    expand_inputs,
+    protect_files,
+    protect_photo,
+)
+from pareidolia.protector import Protector, save_protector
+from pareidolia.zoo import registry
+from pareidolia.zoo.spec import EMOTIONS
+
+FR = registry.names("fr")
+QUICK = ProtectOptions(robustness=False)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+pytestmark = pytest.mark.usefixtures("module_one_thread")
+
+
+@pytest.fixture(scope="module")
+def protector(identity_protector: Protector) -> Protector:
+    return identity_protector
+
+
+@pytest.fixture(scope="module")
+def protector_file(protector: Protector, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_protector(tmp_path_factory.mktemp("protector") / "test.safetensors", protector)
+
+
+@pytest.fixture(scope="module")
+def astronaut_run(
+    astronaut_path: Path, protector_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """`pareidolia protect astronaut.jpg --json` on a copy, with everything recorded."""
+    folder = tmp_path_factory.mktemp("astronaut")
+    src = folder / "astronaut.jpg"
+    shutil.copy(astronaut_path, src)
+    before = _sha(src)
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+        rc = main(["protect", str(src), "--protector", str(protector_file), "--json"])
+    return {
+        "rc": rc,
+        "src": src,
+        "before": before,
+        "report": json.loads(capture.getvalue()),
+        "folder": folder,
+    }
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+# ----------------------------------------------------------------------------- the astronaut
+
+
+def test_astronaut_is_protected_next_to_the_source(astronaut_run: dict[str, Any]) -> None:
+    assert astronaut_run["rc"] == 0
+    src: Path = astronaut_run["src"]
+    out = src.with_name("astronaut_protected.jpg")
+    assert out.is_file()
+    assert _sha(src) == astronaut_run["before"]  # the original is untouched
+    with Image.open(out) as img:
+        assert img.format == "JPEG" and img.size == (512, 512)
+    assert _files(astronaut_run["folder"]) == {"astronaut.jpg", "astronaut_protected.jpg"}
+    photo = astronaut_run["report"]["photos"][0]
+    assert photo["output"] == str(out) and photo["status"] == "protected"
+    before, after = read_photo(src).rgb, read_photo(out).rgb
+    assert not np.array_equal(before, after)
+    corner = (slice(0, 40), slice(0, 40))  # far from the face: only JPEG re-encoding differs
+    assert np.abs(before[corner].astype(int) - after[corner].astype(int)).mean() < 2.0
+
+
+def _finite_numbers(x: Any) -> Iterator[float]:
+    if isinstance(x, bool) or x is None or isinstance(x, str):
+        return
+    if isinstance(x, (int, float)):
+        yield float(x)
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _finite_numbers(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _finite_numbers(v)
+
+
+def test_json_report_schema(astronaut_run: dict[str, Any]) -> None:
+    report = astronaut_run["report"]
+    assert set(report) == {"far", "photos"}
+    photo = report["photos"][0]
+    assert set(photo) == {
+        "path",
+        "output",
+        "status",
+        "size",
+        "faces_found",
+        "faces_protected",
+        "faces",
+        "skipped",
+        "error",
+        "adapted_steps",
+        "seconds",
+    }
+    assert photo["faces_found"] == photo["faces_protected"] == 1
+    face = photo["faces"][0]
+    assert set(face) == {
+        "index",
+        "box",
+        "detector_score",
+        "models",
+        "expression_before",
+        "expression_after",
+        "top_expression_before",
+        "top_expression_after",
+        "psnr",
+        "ssim",
+        "seconds",
+        "redetected",
+        "robustness",
+    }
+    assert [m["model"] for m in face["models"]] == FR
+    for m in face["models"]:
+        assert set(m) == {
+            "model",
+            "metric",
+            "threshold",
+            "original_score",
+            "matches_original",
+            "target_before",
+            "target_after",
+            "matches_target_before",
+            "matches_target_after",
+        }
+        assert isinstance(m["target_after"], float) and isinstance(m["matches_target_after"], bool)
+        assert m["matches_original"]  # a DDIM round trip keeps the identity
+        assert not m["matches_target_before"]  # the astronaut is not Tom Hanks
+    for probs in (face["expression_before"], face["expression_after"]):
+        assert list(probs) == list(EMOTIONS)
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-3)
+    assert face["top_expression_before"] in EMOTIONS
+    assert 20.0 < face["psnr"] < 60.0 and 0.5 < face["ssim"] <= 1.0
+    assert face["redetected"] is True
+    assert {r["model"] for r in face["robustness"]} == set(FR)
+    for r in face["robustness"]:
+        assert set(r) == {
+            "model",
+            "original_score",
+            "matches_original",
+            "target_score",
+            "matches_target",
+        }
+    numbers = list(_finite_numbers(report))
+    assert numbers and all(math.isfinite(v) for v in numbers)
+
+
+def test_table_output(
+    astronaut_path: Path, protector_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "new" / "out"  # created when missing
+    rc, out, err = _run(
+        [
+            "protect",
+            str(astronaut_path),
+            "-o",
+            str(out_dir),
+            "--protector",
+            str(protector_file),
+            "--no-robustness",
+        ],
+        capsys,
+    )
+    assert rc == 0, err
+    assert _files(out_dir) == {"astronaut_protected.jpg"}
+    assert "face 0" in out and "sface" in out and "not checked" in out
+    assert "1 face(s) protected" in out
+    # a second run never overwrites: it takes the next free name
+    again = ["protect", str(astronaut_path), "-o", str(out_dir), "--protector", str(protector_file)]
+    rc, _, _ = _run([*again, "--no-robustness"], capsys)
+    assert rc == 0
+    assert _files(out_dir) == {"astronaut_protected.jpg", "astronaut_protected-2.jpg"}
+
+
+# ----------------------------------------------------------------------------- metadata, rotation
+
+
+def _gps_jpeg(rgb: np.ndarray, path: Path, orientation: int | None = None) -> Path:
+    exif = Image.Exif()
+    exif[0x0110] = "TestCam 1"  # camera model
+    gps = exif.get_ifd(0x8825)
+    gps.update({1: "N", 2: (52.0, 31.0, 12.0), 3: "E", 4: (13.0, 24.0, 36.0)})
+    if orientation is not None:
+        exif[0x0112] = orientation
+    Image.fromarray(rgb).save(path, format="JPEG", quality=95, exif=exif)
+    with Image.open(path) as img:
+        assert img.getexif().get_ifd(0x8825)  # the fixture really carries a location
+    return path
+
+
+def test_gps_stripped_by_default_kept_on_request(
+    astronaut_rgb: np.ndarray, protector_file: Path, tmp_path: Path
+) -> None:
+    src = _gps_jpeg(astronaut_rgb, tmp_path / "gps.jpg")
+    common = [str(src), "--protector", str(protector_file), "--no-robustness"]
+    assert main(["protect", *common, "-o", str(tmp_path / "strip")]) == 0
+    assert main(["protect", *common, "-o", str(tmp_path / "keep"), "--keep-metadata"]) == 0
+    with Image.open(tmp_path / "strip" / "gps_protected.jpg") as img:
+        exif = img.getexif()
+        assert not exif.get_ifd(0x8825) and 0x0110 not in exif
+    with Image.open(tmp_path / "keep" / "gps_protected.jpg") as img:
+        assert img.getexif().get_ifd(0x8825)[1] == "N"
+
+
+def test_exif_rotated_photo(
+    astronaut_rgb: np.ndarray, protector: Protector, tmp_path: Path
+) -> None:
+    upright = np.ascontiguousarray(astronaut_rgb[:, :400])  # 512 high, 400 wide
+    stored = np.ascontiguousarray(np.rot90(upright))  # as a sideways camera stores it
+    src = _gps_jpeg(stored, tmp_path / "sideways.jpg", orientation=6)
+    (report,) = protect_files([src], protector, QUICK)
+    assert report.status == "protected" and report.size == (400, 512)
+    assert report.output is not None
+    with Image.open(report.output) as img:
+        assert img.size == (400, 512)
+        assert img.getexif().get(0x0112) in (None, 1)  # pixels upright, no rotation left to do
+
+
+# ----------------------------------------------------------------------------- many and small faces
+
+
+def test_many_faces(insightface_images: Path, protector: Protector) -> None:
+    photo = read_photo(insightface_images / "t1.jpg")
+    rgb, report = protect_photo(photo, protector, QUICK)
+    assert report.status == "protected"
+    assert len(report.faces) == 6
+    assert sorted(f.index for f in report.faces) == list(range(6))
+    assert rgb.shape == photo.rgb.shape and not np.array_equal(rgb, photo.rgb)
+    # faces are protected one by one: each face's crop changed
+    for f in report.faces:
+        assert f.psnr is not None and f.psnr < 60
+
+
+def test_small_faces_skipped_with_exit_1(
+    astronaut_rgb: np.ndarray,
+    protector_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    small = cv2.resize(astronaut_rgb, None, fx=0.35, fy=0.35, interpolation=cv2.INTER_AREA)
+    src = tmp_path / "small.png"
+    Image.fromarray(small).save(src)
+    rc, out, err = _run(["protect", str(src), "--protector", str(protector_file), "--json"], capsys)
+    assert rc == 1
+    (photo,) = json.loads(out)["photos"]
+    assert photo["status"] == "too_small" and photo["output"] is None
+    assert photo["skipped"] and "too small" in photo["skipped"][0]["reason"]
+    assert "too small" in err
+    assert _files(tmp_path) == {"small.png"}
+
+
+def test_min_face_option_partial(
+    insightface_images: Path, protector: Protector, tmp_path: Path
+) -> None:
+    options = ProtectOptions(out_dir=tmp_path, min_face=104, robustness=False)
+    (report,) = protect_files([insightface_images / "t1.jpg"], protector, options)
+    assert report.status == "partial" and exit_status([report]) == 1
+    assert len(report.faces) + len(report.skipped) == 6 and report.skipped and report.faces
+    assert all(s.box[2] < 104 for s in report.skipped)
+    assert report.output is not None and report.output.parent == tmp_path
+
+
+def test_no_face_exit_1(
+    protector_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gradient = np.tile(np.linspace(0, 255, 320, dtype=np.uint8)[None, :, None], (240, 1, 3))
+    src = tmp_path / "wall.jpg"
+    Image.fromarray(gradient).save(src)
+    rc, _, err = _run(["protect", str(src), "--protector", str(protector_file)], capsys)
+    assert rc == 1
+    assert "wall.jpg: no face found" in err
+    assert _files(tmp_path) == {"wall.jpg"}
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_files_exit_2_nothing_written(
+    astronaut_path: Path, protector_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "cut.jpg").write_bytes(astronaut_path.read_bytes()[:3000])
+    (tmp_path / "notes.jpg").write_text("not a photo\n")
+    names = ["empty.jpg", "cut.jpg", "notes.jpg"]
+    hashes = {n: _sha(tmp_path / n) for n in names}
+    rc, _, err = _run(
+        ["protect", *(str(tmp_path / n) for n in names), "--protector", str(protector_file)],
+        capsys,
+    )
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("pareidolia: ") for line in lines)
+    for n, line in zip(names, lines, strict=True):
+        assert n in line
+    assert "Traceback" not in err
+    assert _files(tmp_path) == set(names)  # no output, no temporary file left behind
+    assert {n: _sha(tmp_path / n) for n in names} == hashes
+
+
+def test_folder_without_images_exit_2(
+    protector_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "readme.txt").write_text("hello")
+    rc, _, err = _run(["protect", str(tmp_path), "--protector", str(protector_file)], capsys)
+    assert rc == 2 and "no image files" in err and str(tmp_path) in err
+    assert _files(tmp_path) == {"readme.txt"}
+
+
+def test_unwritable_output_exit_2_before_work(
+    astronaut_path: Path, protector_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    rc, out, err = _run(
+        ["protect", str(astronaut_path), "-o", str(blocker / "out"), "--protector", "nope"],
+        capsys,
+    )
+    assert rc == 2 and "cannot write the output" in err and out == ""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can write into read-only folders"
+)
+def test_read_only_output_folder_exit_2(
+    astronaut_path: Path, protector_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        rc, _, err = _run(
+            ["protect", str(astronaut_path), "-o", str(ro), "--protector", str(protector_file)],
+            capsys,
+        )
+    finally:
+        ro.chmod(0o700)
+    assert rc == 2 and "cannot write" in err
+    assert not any(ro.iterdir())
+
+
+def test_corrupt_protector_exit_2(
+    astronaut_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00\x01garbage" * 100)
+    rc, _, err = _run(
+        ["protect", str(astronaut_path), "-o", str(tmp_path / "out"), "--protector", str(bad)],
+        capsys,
+    )
+    assert rc == 2 and "bad.safetensors" in err and "Traceback" not in err
+    assert not any((tmp_path / "out").iterdir())
+
+
+def test_target_without_adapt_exit_2(
+    astronaut_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _, err = _run(
+        ["protect", str(astronaut_path), "--target", str(astronaut_path), "--adapt", "0"], capsys
+    )
+    assert rc == 2 and "--adapt" in err
+
+
+def test_adapt_needs_a_target(astronaut_path: Path, protector: Protector) -> None:
+    with pytest.raises(UserError, match="target"):
+        protect_photo(read_photo(astronaut_path), protector, ProtectOptions(adapt_steps=2))
+
+
+# ----------------------------------------------------------------------------- colour modes
+
+
+def test_grey_rgba_and_16bit_pngs(
+    astronaut_rgb: np.ndarray, protector: Protector, tmp_path: Path
+) -> None:
+    rgb = astronaut_rgb[:320, 96:416]  # the face, smaller photo
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    alpha = np.tile(np.linspace(40, 255, rgb.shape[1], dtype=np.uint8)[None], (rgb.shape[0], 1))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(grey, "L").save(folder / "grey.png")
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(folder / "deep.png")
+    with Image.open(folder / "deep.png") as img:
+        assert img.mode.startswith("I")
+    out = tmp_path / "out"
+    reports = protect_files([folder], protector, ProtectOptions(out_dir=out, robustness=False))
+    assert [r.status for r in reports] == ["protected"] * 3, [r.to_dict() for r in reports]
+    assert _files(out) == {"deep_protected.png", "grey_protected.png", "rgba_protected.png"}
+    with Image.open(out / "rgba_protected.png") as img:
+        assert img.format == "PNG" and img.mode == "RGBA"
+        assert np.array_equal(np.asarray(img)[:, :, 3], alpha)
+    for name in ("grey_protected.png", "deep_protected.png"):
+        with Image.open(out / name) as img:
+            assert img.size == (rgb.shape[1], rgb.shape[0])
+    # a later run over the folder protects the sources, not earlier outputs put beside them
+    shutil.copy(out / "grey_protected.png", folder / "grey_protected.png")
+    assert expand_inputs([folder]) == [folder / n for n in ("deep.png", "grey.png", "rgba.png")]
+    with pytest.raises(UserError, match="only earlier outputs"):
+        expand_inputs([out])
+
+
+# ----------------------------------------------------------------------------- library pieces
+
+
+def test_adapt_one_step(astronaut_path: Path, protector: Protector) -> None:
+    photo = read_photo(astronaut_path)
+    face = locate_faces(photo.rgb)[0]
+    target = to_tensor(warp_crop(photo.rgb[:, ::-1].copy(), working_alignment(face.landmarks)))
+    calls: list[tuple[str, int, int]] = []
+    options = ProtectOptions(adapt_steps=1, robustness=False)
+    _, report = protect_photo(
+        photo, protector, options, lambda *a: calls.append(a), target_crop=target
+    )
+    assert report.adapted_steps == 1 and report.status == "protected"
+    assert ("adapt", 1, 1) in calls and ("faces", 1, 1) in calls
+
+
+def test_exit_status_rules() -> None:
+    face = FaceReport(0, (0, 0, 60, 60), 0.9, [], {"happy": 1.0}, {"happy": 1.0}, 30.0, 0.9, 1.0)
+    ok = PhotoReport(Path("a.jpg"), faces=[face])
+    partial = PhotoReport(Path("b.jpg"), faces=[face], skipped=[SkippedFace((0, 0, 9, 9), "x")])
+    none = PhotoReport(Path("c.jpg"))
+    bad = PhotoReport(Path("d.jpg"), error="empty file")
+    assert exit_status([ok]) == 0
+    assert exit_status([ok, partial]) == 1
+    assert exit_status([ok, none]) == 1
+    assert exit_status([ok, partial, bad]) == 2
+    assert none.status == "no_face" and bad.to_dict()["error"] == "empty file"
+    assert json.loads(ok.to_json())["faces"][0]["psnr"] == 30.0
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(UserError):
+        ProtectOptions(adapt_steps=-1)
+    with pytest.raises(UserError):
+        ProtectOptions(min_face=0)

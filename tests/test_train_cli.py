@@ -1,0 +1,110 @@
+"""`pareidolia train` and `pareidolia apply` on the shipped prior, with a few cheap steps."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pareidolia.checksums import file_sha256
+from pareidolia.cli import main
+from pareidolia.diffusion.prior import default_prior
+from pareidolia.io import read_photo, write_photo
+from pareidolia.locate import face_crops
+from pareidolia.protector import load_protector
+
+FAST = 't0 = 20\nn_inv = 4\nn_gen = 2\nw_lap = 0.0\nsurrogates = ["mobileface"]\n'
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, astronaut_path: Path, insightface_images: Path
+) -> Path:
+    """A protector trained by the command for one epoch on the astronaut toward Tom Hanks."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("train")
+    faces = root / "faces"
+    faces.mkdir()
+    shutil.copy(astronaut_path, faces / "astronaut.jpg")
+    (root / "fast.toml").write_text(FAST)
+    out = root / "p.safetensors"
+    argv = [
+        "train", "--faces", str(faces), "--target",
+        str(insightface_images / "Tom_Hanks_54745.png"), "--emotion", "surprised",
+        "--victim", "sface", "--epochs", "1", "--config", str(root / "fast.toml"),
+        "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def test_train_writes_a_loadable_protector_with_its_settings(trained: Path) -> None:
+    p = load_protector(trained, *default_prior())
+    assert p.config.emotion == "surprised" and p.config.victim == "sface"
+    assert p.config.surrogates == ("mobileface",) and p.config.epochs == 1
+    assert (p.config.t0, p.config.n_inv) == (20, 4)
+    assert set(p.target_embeddings) == {"mobileface", "sface"}
+    assert p.metrics["steps"] == 1.0 and p.metrics["train_seconds"] > 0
+    work = trained.with_name(trained.name + ".work")
+    assert (work / "checkpoint.pt").is_file() and (work / "train.jsonl").is_file()
+
+
+def test_train_resume_with_more_epochs(trained: Path, tmp_path: Path) -> None:
+    """--resume continues the finished run for the extra epoch only."""
+    work = trained.with_name(trained.name + ".work")
+    copy = tmp_path / "p.safetensors"
+    shutil.copytree(work, copy.with_name(copy.name + ".work"))
+    faces = trained.parent / "faces"
+    argv = [
+        "train", "--faces", str(faces), "--target", str(faces / "astronaut.jpg"),
+        "--emotion", "surprised", "--victim", "sface", "--epochs", "2",
+        "--config", str(trained.parent / "fast.toml"), "--out", str(copy), "--resume", "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert load_protector(copy, *default_prior()).metrics["steps"] == 2.0
+
+
+def test_apply_edits_crops_and_keeps_inputs(trained: Path, astronaut_path: Path) -> None:
+    crop_dir = trained.parent / "crops"
+    crop_dir.mkdir(exist_ok=True)
+    crop = write_photo(crop_dir / "a.png", face_crops(astronaut_path)[0], overwrite=True)
+    before = file_sha256(crop)
+    assert main(["apply", "--protector", str(trained), str(crop)]) == 0
+    out = crop_dir / "a_protected.png"
+    edited = read_photo(out).rgb
+    assert edited.shape == (256, 256, 3) and file_sha256(crop) == before
+    diff = np.abs(edited.astype(int) - read_photo(crop).rgb.astype(int))
+    assert 0 < diff.mean() < 20  # edited, not replaced
+    assert main(["apply", "--protector", str(trained), str(crop)]) == 0
+    assert (crop_dir / "a_protected-2.png").is_file()  # never overwrites
+
+
+@pytest.mark.parametrize(
+    "problem",
+    ["no-folder", "no-face-target", "exists", "bad-config", "apply-not-a-crop", "apply-corrupt"],
+)
+def test_bad_input_exits_2_with_one_line(
+    problem: str,
+    trained: Path,
+    tmp_path: Path,
+    astronaut_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    blank = write_photo(tmp_path / "blank.png", np.full((300, 200, 3), 128, np.uint8))
+    faces = str(trained.parent / "faces")
+    base = ["train", "--faces", faces, "--target", str(astronaut_path), "--emotion", "happy"]
+    argv = {
+        "no-folder": [*base[:2], str(tmp_path / "nope"), *base[3:], "--out", "x.safetensors"],
+        "no-face-target": [*base[:4], str(blank), "--out", str(tmp_path / "p.safetensors")],
+        "exists": [*base, "--out", str(trained)],
+        "bad-config": [*base, "--config", str(blank), "--out", str(tmp_path / "q.safetensors")],
+        "apply-not-a-crop": ["apply", "--protector", str(trained), str(blank)],
+        "apply-corrupt": ["apply", "--protector", str(blank), str(blank)],
+    }[problem]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pareidolia: ")
+    assert not (tmp_path / "p.safetensors").exists() and not (tmp_path / "q.safetensors").exists()

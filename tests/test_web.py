@@ -1,0 +1,380 @@
+"""``pareidolia web``: the request handler without a browser, and the page end to end in
+Debian's headless Chromium driven by Playwright.
+
+The protector is a cheap stand-in (the shipped prior's network tuned by nothing, two DDIM steps
+each way, bound to insightface's Tom Hanks photo as target): it edits faces only by the DDIM
+round trip, which is all the page needs to show a protected photo and its report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from pareidolia import web
+from pareidolia.cli import main
+from pareidolia.errors import UserError
+from pareidolia.io import read_photo
+from pareidolia.protector import Protector
+from pareidolia.web import COLUMNS, WebResult, copy_into, protect_uploads
+from pareidolia.zoo import registry
+
+FR = registry.names("fr")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+pytestmark = pytest.mark.usefixtures("module_one_thread")
+
+
+@pytest.fixture(scope="module")
+def protector(identity_protector: Protector) -> Protector:
+    return identity_protector
+
+
+def _upload(folder: Path, src: Path | None, name: str, text: str | None = None) -> Path:
+    """A file as Gradio hands it over: the user's file name in a folder of its own."""
+    dest = folder / f"upload-{len(list(folder.glob('upload-*')))}" / name
+    dest.parent.mkdir(parents=True)
+    if src is not None:
+        shutil.copyfile(src, dest)
+    else:
+        dest.write_text(text or "", encoding="utf-8")
+    return dest
+
+
+def _run(
+    tmp_path: Path,
+    files: list[Path],
+    protector: Protector | None,
+    **kwargs: Any,
+) -> tuple[WebResult, Path]:
+    """``protect_uploads`` with its request folder under ``tmp_path/work``."""
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    kwargs.setdefault("adapt", 0)
+    result = protect_uploads(
+        files,
+        "happy",
+        kwargs.pop("target", None),
+        kwargs.pop("adapt"),
+        kwargs.pop("progress", None),
+        publish=copy_into(tmp_path / "served"),
+        protector_factory=kwargs.pop("factory", (lambda _e: protector) if protector else None),
+        workroot=work,
+        **kwargs,
+    )
+    return result, work
+
+
+# ----------------------------------------------------------------------------- the handler
+
+
+def test_astronaut_upload_is_protected_with_report(
+    tmp_path: Path, astronaut_path: Path, protector: Protector
+) -> None:
+    upload = _upload(tmp_path, astronaut_path, "astronaut.jpg")
+    seen: list[tuple[float, str]] = []
+    result, work = _run(
+        tmp_path, [upload], protector, robustness=False, progress=lambda f, s: seen.append((f, s))
+    )
+
+    assert result.message.startswith("Protected 1 of 1 photo(s).")
+    assert "**astronaut.jpg**: 1 face(s) protected" in result.message
+    [pair] = result.pairs
+    assert pair.name == "astronaut.jpg"
+    original, protected = read_photo(pair.original), read_photo(pair.protected)
+    assert original.size == protected.size == read_photo(astronaut_path).size
+
+    downloads = [Path(f) for f in result.files]
+    assert [f.name for f in downloads] == ["astronaut_protected.jpg", "pareidolia-report.json"]
+    out = read_photo(downloads[0])
+    assert out.format == "JPEG" and out.size == (512, 512)
+    report = json.loads(downloads[1].read_text(encoding="utf-8"))
+    assert report["photos"][0]["path"] == "astronaut.jpg"  # no server paths in the report
+    assert report["photos"][0]["output"] == "astronaut_protected.jpg"
+    assert report["photos"][0]["status"] == "protected"
+
+    assert [r[2] for r in result.rows] == FR  # one row per FR model of the one face
+    for row in result.rows:
+        assert len(row) == len(COLUMNS)
+        assert row[0] == "astronaut.jpg" and row[1] == "0"
+        assert row[6] in ("yes", "no") and "→" in row[7] and "→" in row[8]
+        assert row[9] == "not checked"
+
+    assert list(work.iterdir()) == []  # the request folder is gone
+    assert seen and seen[0][0] == 0.0 and all(0.0 <= f <= 1.0 for f, _ in seen)
+    assert any("face 1 of 1" in s for _, s in seen)
+
+
+def test_not_an_image_gives_a_clear_message_and_cleans_up(
+    tmp_path: Path, protector: Protector
+) -> None:
+    upload = _upload(tmp_path, None, "notes.jpg", "these are not pixels")
+    result, work = _run(tmp_path, [upload], protector)
+
+    assert result.pairs == [] and result.rows == []
+    assert "Protected 0 of 1 photo(s)." in result.message
+    assert "**notes.jpg**: not processed: not an image Pillow can read" in result.message
+    assert "Traceback" not in result.message
+    assert str(tmp_path) not in result.message  # only the user's file name
+    assert [Path(f).name for f in result.files] == ["pareidolia-report.json"]
+    assert list(work.iterdir()) == []
+
+
+def test_a_good_and_a_bad_photo_together(
+    tmp_path: Path, astronaut_path: Path, protector: Protector
+) -> None:
+    good = _upload(tmp_path, astronaut_path, "astronaut.jpg")
+    bad = _upload(tmp_path, None, "empty.png", "")
+    result, work = _run(tmp_path, [bad, good], protector, robustness=False)
+    assert "Protected 1 of 2 photo(s)." in result.message
+    assert "**empty.png**: not processed: empty file (0 bytes)" in result.message
+    assert [p.name for p in result.pairs] == ["astronaut.jpg"]
+    assert list(work.iterdir()) == []
+
+
+def test_oversized_upload_is_refused(
+    tmp_path: Path, astronaut_path: Path, protector: Protector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web, "MAX_UPLOAD_BYTES", 1000)
+    upload = _upload(tmp_path, astronaut_path, "astronaut.jpg")
+    result, _ = _run(tmp_path, [upload], protector)
+    assert f"over the {web.MAX_UPLOAD_MB} MB limit per file" in result.message
+    assert result.pairs == []
+
+
+def test_no_photos_and_too_many_photos(tmp_path: Path, protector: Protector) -> None:
+    assert _run(tmp_path, [], protector)[0].message == "Add one or more photos first."
+    many = [tmp_path / f"{i}.jpg" for i in range(web.MAX_FILES + 1)]
+    assert f"At most {web.MAX_FILES} photos" in _run(tmp_path, many, protector)[0].message
+
+
+def test_target_face_adapts_the_protector(
+    tmp_path: Path, astronaut_path: Path, insightface_images: Path, protector: Protector
+) -> None:
+    photo = _upload(tmp_path, astronaut_path, "astronaut.jpg")
+    target = _upload(tmp_path, insightface_images / "Tom_Hanks_54745.png", "friend.png")
+    seen: list[str] = []
+    result, work = _run(
+        tmp_path,
+        [photo],
+        protector,
+        target=target,
+        adapt=1,
+        robustness=False,
+        progress=lambda _f, s: seen.append(s),
+    )
+    assert result.message.startswith("Protected 1 of 1 photo(s) (adapted to the target face).")
+    report = json.loads(Path(result.files[-1]).read_text(encoding="utf-8"))
+    assert report["photos"][0]["adapted_steps"] >= 1
+    assert any("adapting the protector" in s for s in seen)
+    assert list(work.iterdir()) == []
+
+
+def test_bad_target_and_unknown_emotion_are_messages(
+    tmp_path: Path, astronaut_path: Path, protector: Protector
+) -> None:
+    photo = _upload(tmp_path, astronaut_path, "astronaut.jpg")
+    target = _upload(tmp_path, None, "friend.jpg", "not a face")
+    result, work = _run(tmp_path, [photo], protector, target=target, adapt=5)
+    assert result.message == (
+        "**Problem:** target friend.jpg: not an image Pillow can read (unknown or corrupt format)"
+    )
+    result, _ = _run(tmp_path, [photo], protector, target=photo, adapt=0)
+    assert "at least 1 adaptation step" in result.message
+
+    def no_such(emotion: str) -> Protector:
+        raise UserError(f"no shipped protector for emotion {emotion!r}")
+
+    result, _ = _run(tmp_path, [photo], None, factory=no_such)
+    assert result.message == "**Problem:** no shipped protector for emotion 'happy'"
+    assert list(work.iterdir()) == []
+
+
+def test_unexpected_error_is_one_line_without_traceback(
+    tmp_path: Path, astronaut_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(_emotion: str) -> Protector:
+        raise RuntimeError("boom")
+
+    photo = _upload(tmp_path, astronaut_path, "astronaut.jpg")
+    result, work = _run(tmp_path, [photo], None, factory=broken)
+    assert result.message.startswith("**Internal error**")
+    assert "boom" not in result.message and "Traceback" not in result.message
+    assert "boom" in caplog.text  # the details go to the server log
+    assert list(work.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+def test_missing_gradio_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gradio", None)
+    with pytest.raises(UserError, match=r"pip install 'pareidolia\[web\]'"):
+        web.build_app()
+
+
+def test_web_command_checks_its_port(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["web", "--port", "70000"]) == 2
+    assert "--port must be within 1..65535" in capsys.readouterr().err
+
+
+def test_launch_settings_stay_private() -> None:
+    kw = web.launch_kwargs()
+    assert kw["server_name"] == "127.0.0.1" and kw["server_port"] == 7860
+    assert kw["share"] is False and kw["max_file_size"] == "50mb"
+
+
+def test_page_is_built_with_the_offered_emotions(
+    protector: Protector, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip("gradio")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    app = web.build_app(lambda _e: protector, emotions=["happy", "surprised"])
+    components = {c.get("props", {}).get("elem_id"): c for c in app.config["components"]}
+    for elem in ("photos", "emotion", "target", "adapt", "protect", "status", "report"):
+        assert elem in components
+    assert [c[0] for c in components["emotion"]["props"]["choices"]] == ["happy", "surprised"]
+    assert components["report"]["props"]["headers"] == COLUMNS
+    assert app.delete_cache == (web.SWEEP_SECONDS, web.KEEP_SECONDS)
+
+
+def test_private_cache_is_removed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    with web.private_cache() as folder:
+        assert os.environ["GRADIO_TEMP_DIR"] == str(folder)
+        (folder / "upload.jpg").write_bytes(b"x")
+    assert not folder.exists() and "GRADIO_TEMP_DIR" not in os.environ
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(protector: Protector) -> Iterator[tuple[str, Path]]:
+    """The page on a free loopback port, in this process; (url, Gradio's cache folder)."""
+    pytest.importorskip("gradio")
+    with web.private_cache() as cache:
+        app = web.build_app(lambda _e: protector, emotions=["happy"])
+        app.queue(default_concurrency_limit=1)
+        port = _free_port()
+        app.launch(prevent_thread_lock=True, **web.launch_kwargs("127.0.0.1", port))
+        try:
+            yield f"http://127.0.0.1:{port}/", cache
+        finally:
+            app.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is absent: `make browser` installs Debian's chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: tuple[str, Path]) -> Iterator[Any]:
+    """A fresh page on the server, recording every request that leaves loopback."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    p = context.new_page()
+    p.outside = []  # type: ignore[attr-defined]
+
+    def watch(request: Any) -> None:
+        parts = urlsplit(request.url)
+        if parts.scheme in ("http", "https", "ws", "wss") and parts.hostname not in (
+            "127.0.0.1",
+            "localhost",
+        ):
+            p.outside.append(request.url)  # type: ignore[attr-defined]
+
+    p.on("request", watch)
+    p.set_default_timeout(60_000)
+    p.goto(server[0])
+    yield p
+    context.close()
+
+
+def _artifact(tmp_path: Path, page: Any, name: str) -> Path:
+    """Screenshot ``page`` into ``tmp_path`` and, when set, ``$PAREIDOLIA_ARTIFACTS``."""
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    if folder := os.environ.get("PAREIDOLIA_ARTIFACTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(folder) / name)
+    return shot
+
+
+@pytest.mark.slow
+def test_page_protects_the_astronaut(page: Any, astronaut_path: Path, tmp_path: Path) -> None:
+    start = time.perf_counter()
+    page.locator("#photos input[type=file]").set_input_files(str(astronaut_path))
+    page.get_by_text("astronaut.jpg").first.wait_for()
+    page.locator("#protect").click()
+
+    page.locator("#status").get_by_text("Protected 1 of 1 photo(s).").wait_for()
+    gallery = page.locator("#gallery img")
+    gallery.first.wait_for()
+    assert gallery.count() >= 2  # original and protected, side by side
+    link = page.locator('#downloads a[download="astronaut_protected.jpg"]')
+    link.wait_for()
+    href = link.get_attribute("href")
+    assert href is not None and urlsplit(href).hostname == "127.0.0.1"
+    download = page.request.get(href)
+    assert download.ok and download.body()[:3] == b"\xff\xd8\xff"  # a JPEG
+    table = page.locator("#report")
+    expect = pytest.importorskip("playwright.sync_api").expect
+    for text in [*FR, "vs target: before → after", "astronaut.jpg"]:
+        expect(table).to_contain_text(text)
+    # The protected image is served by this server and decodes as an image.
+    src = gallery.nth(1).get_attribute("src")
+    assert src is not None
+    response = page.request.get(src if src.startswith("http") else page.url + src.lstrip("/"))
+    assert response.ok and response.headers["content-type"].startswith("image/")
+    shot = _artifact(tmp_path, page, "web-protected.png")
+    assert shot.stat().st_size > 10_000
+    assert page.outside == []  # type: ignore[attr-defined]
+    assert time.perf_counter() - start < 120
+
+
+@pytest.mark.slow
+def test_page_shows_a_clear_message_for_a_non_image(page: Any, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("these are not pixels", encoding="utf-8")
+    page.locator("#photos input[type=file]").set_input_files(str(notes))
+    page.get_by_text("notes.jpg").first.wait_for()
+    page.locator("#protect").click()
+    status = page.locator("#status")
+    status.get_by_text("not an image Pillow can read").wait_for()
+    text = status.inner_text()
+    assert "notes.jpg" in text and "Traceback" not in text
+    _artifact(tmp_path, page, "web-not-an-image.png")
+    assert page.outside == []  # type: ignore[attr-defined]
