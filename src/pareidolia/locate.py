@@ -44,3 +44,15 @@ def face_crops(path: Path | str, size: int = 256) -> list[np.ndarray]:
     photo = read_photo(path)
     faces, _ = split_by_size(locate_faces(photo.rgb))
     return [warp_crop(photo.rgb, working_alignment(f.landmarks, size)) for f in faces]
+
+
+def target_face(path: Path | str, size: int = 256) -> torch.Tensor:
+    """The largest face of the photo at ``path`` as a (1, 3, size, size) working crop in [0, 1]
+    (a target identity for ``train``, ``protect --target`` and the web page). Raises
+    :class:`~pareidolia.errors.NoFaceError` when the photo has no face large enough."""
+    from pareidolia.errors import NoFaceError
+
+    crops = face_crops(path, size)
+    if not crops:
+        raise NoFaceError(f"{path}: no face found for the target")
+    return to_tensor(crops[0])

@@ -271,13 +271,13 @@ def _summary(name: str, report: dict[str, Any]) -> str:
 def _load_target(path: Path, name: str) -> Any:
     """The target's working crop as a tensor; problems become :class:`UserError` naming
     ``name`` (not the server's path)."""
-    from pareidolia.commands.protect import load_target_crop
     from pareidolia.io import ImageError
+    from pareidolia.locate import target_face
 
     if (problem := _too_large(path)) is not None:
         raise UserError(f"target {name}: {problem}")
     try:
-        return load_target_crop(path)
+        return target_face(path)
     except ImageError as e:
         raise UserError(f"target {name}: {e.problem}") from None
     except NoFaceError:

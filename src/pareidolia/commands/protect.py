@@ -79,13 +79,6 @@ def _options(args: argparse.Namespace) -> ProtectOptions:
     )
 
 
-def load_target_crop(path: Path) -> torch.Tensor:
-    """The working crop (1, 3, 256, 256) in [0, 1] of the largest face of the photo ``path``."""
-    from pareidolia.commands.train import target_face
-
-    return target_face(path)
-
-
 def _protector(args: argparse.Namespace) -> Protector:
     if args.protector:
         from pareidolia.diffusion.prior import default_prior
@@ -102,7 +95,9 @@ def _target(args: argparse.Namespace, adapt: int) -> torch.Tensor | None:
     if adapt <= 0:
         return None
     if args.target:
-        return load_target_crop(Path(args.target))
+        from pareidolia.locate import target_face
+
+        return target_face(Path(args.target))
     from pareidolia.default_protectors import default_target_crop
     from pareidolia.faces.align import to_tensor
 

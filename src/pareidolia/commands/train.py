@@ -49,17 +49,6 @@ def training_faces(folder: Path) -> tuple[list[str], torch.Tensor]:
     return [n for n, _ in pairs], to_tensor([c for _, c in pairs])
 
 
-def target_face(path: Path) -> torch.Tensor:
-    """The largest face of the target photo as a (1, 3, 256, 256) working crop in [0, 1]."""
-    from pareidolia.faces.align import to_tensor
-    from pareidolia.locate import face_crops
-
-    crops = face_crops(path, CROP_SIZE)
-    if not crops:
-        raise NoFaceError(f"{path}: no face found for the target")
-    return to_tensor(crops[0])
-
-
 def _config(args: argparse.Namespace) -> Any:
     from pareidolia.protector import ProtectorConfig
     from pareidolia.zoo import registry
@@ -82,6 +71,7 @@ def _config(args: argparse.Namespace) -> Any:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from pareidolia.diffusion.models import load_score_model
+    from pareidolia.locate import target_face
     from pareidolia.protector import finetune, save_protector
 
     out = Path(args.out)
@@ -91,7 +81,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UserError(f"{out.parent}: output folder does not exist")
     config = _config(args)
     names, faces = training_faces(Path(args.faces))
-    target = target_face(Path(args.target))
+    target = target_face(Path(args.target), CROP_SIZE)
     unet, score_cfg = load_score_model(args.model)
     unet.to(args.device)
     work = out.with_name(out.name + WORK_SUFFIX)

@@ -279,7 +279,7 @@ def read_paper_checkpoint(name: str, path: str | Path) -> dict[str, torch.Tensor
     """
     spec = paper_spec(name)
     path = Path(path)
-    state = _unwrap(_torch_load(path, spec), path, spec)
+    state = _unwrap(_read_checkpoint_file(path, spec), path, spec)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith(spec.ignored_prefixes)}
     as_saved = dict(state)
@@ -316,7 +316,7 @@ def load_paper_fr(name: str, path: str | Path, device: torch.device | str = "cpu
     return PaperFR(spec, net, Path(path)).to(device)
 
 
-def _torch_load(path: Path, spec: PaperFRSpec) -> Any:
+def _read_checkpoint_file(path: Path, spec: PaperFRSpec) -> Any:
     if not path.is_file():
         raise UserError(
             f"{path}: no such file; paper FR model {spec.name!r} needs {spec.checkpoint} from "
