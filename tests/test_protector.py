@@ -330,3 +330,59 @@ def test_config_validation_and_json_round_trip() -> None:
         ProtectorConfig.from_dict({**CONFIG.to_dict(), "projection": "mgda"})
     with pytest.raises(UserError, match="unknown"):
         ProtectorConfig.from_dict({**CONFIG.to_dict(), "bogus": 1})
+
+
+class _StandInFR(torch.nn.Module):
+    """Paper-zoo stand-in surrogates: crops → unit 8-D features per named model; counts calls."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__()
+        self.names = list(names)
+        torch.manual_seed(len(self.names))
+        self.convs = torch.nn.ModuleDict({n: torch.nn.Conv2d(3, 8, 5, stride=4) for n in names})
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        return {n: F.normalize(c(x).mean(dim=(2, 3)), dim=-1) for n, c in self.convs.items()}
+
+
+def test_paper_zoo_protectors_train_against_the_given_fr_models(
+    base: tuple[UNet2DModel, ScoreModelConfig],
+    faces: tuple[torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+) -> None:
+    """``fr_zoo="paper"``: names are the paper checkpoints', the models come from ``fr`` (the
+    user's files), and the identity gradient flows through them into the network."""
+    unet, cfg = base
+    train, target = faces
+    config = replace(
+        CONFIG, fr_zoo="paper", surrogates=("ir152", "irse50"), victim="facenet", epochs=1
+    )
+    # identity only: any weight change below comes through the stand-in FR models
+    config = replace(config, w_expr=0.0, w_lap=0.0, w_sm=0.0, w_l1=0.0, w_lowpass=0.0)
+    built: dict[tuple[str, ...], _StandInFR] = {}
+
+    def fr(names: list[str]) -> torch.nn.Module:
+        built[tuple(names)] = _StandInFR(list(names))
+        return built[tuple(names)]
+
+    prot = finetune(unet, cfg, train, target, config, tmp_path, progress=False, fr=fr)
+    assert set(built) == {("ir152", "irse50"), ("facenet",)}
+    assert built[("ir152", "irse50")].calls > 2  # target + one call per training step
+    assert set(prot.target_embeddings) == {"ir152", "irse50", "facenet"}
+    assert all(e.shape == (1, 8) for e in prot.target_embeddings.values())
+    assert not _same_weights(prot.unet, unet)
+    with pytest.raises(UserError, match="needs those models"):
+        finetune(unet, cfg, train, target, config, tmp_path / "b", progress=False)
+
+
+def test_fr_zoo_decides_which_model_names_are_valid() -> None:
+    paper = replace(CONFIG, fr_zoo="paper", surrogates=("ir152",), victim="mobile_face")
+    assert ProtectorConfig.from_json(paper.to_json()) == paper
+    with pytest.raises(UserError, match="not FR models: dlib"):
+        replace(paper, victim="dlib")
+    with pytest.raises(UserError, match="not FR models: ir152"):
+        replace(CONFIG, surrogates=("ir152",))
+    with pytest.raises(UserError, match="fr_zoo"):
+        replace(CONFIG, fr_zoo="lfw")

@@ -57,6 +57,7 @@ from pareidolia.io import (
     write_photo,
 )
 from pareidolia.locate import locate_faces
+from pareidolia.objectives.identity import EnsembleFactory
 from pareidolia.protector import Protector, apply_protector, finetune
 from pareidolia.quality import psnr, ssim
 from pareidolia.zoo import registry
@@ -389,10 +390,12 @@ def adapt_protector(
     faces_0_1: torch.Tensor,
     target_0_1: torch.Tensor,
     steps: int,
+    fr: EnsembleFactory | None = None,
 ) -> Protector:
     """A copy of ``protector`` adapted to ``faces_0_1`` (N, 3, S, S) by about ``steps`` more
     fine-tuning steps, started from the protector's own weights, toward the target crop
-    ``target_0_1`` (1, 3, S, S). The target embeddings become those of ``target_0_1``."""
+    ``target_0_1`` (1, 3, S, S). The target embeddings become those of ``target_0_1``.
+    ``fr`` as in :func:`~pareidolia.protector.finetune`."""
     if steps <= 0:
         return protector
     cfg = protector.config
@@ -408,6 +411,7 @@ def adapt_protector(
             out_dir=tmp,
             progress=False,
             init=protector.unet,
+            fr=fr,
         )
     unet = adapted.unet
     return replace(

@@ -66,7 +66,7 @@ from pareidolia.errors import UserError
 from pareidolia.io import atomic_write_bytes
 from pareidolia.objectives.expression import ClassifierGuide, check_target_emotion
 from pareidolia.objectives.fidelity import l1_loss, lowpass_l1_loss
-from pareidolia.objectives.identity import IdentityLoss, SurrogateEnsemble
+from pareidolia.objectives.identity import EnsembleFactory, IdentityLoss, zoo_ensembles
 from pareidolia.objectives.landmarks import LaplacianLoss
 from pareidolia.objectives.score_matching import ScoreMatchingLoss
 from pareidolia.projection import GradVac, make_combiner
@@ -116,6 +116,10 @@ class ProtectorConfig:
     guide: Literal["classifier"] = "classifier"
     surrogates: tuple[str, ...] = ("sface", "faceres", "mobileface")
     victim: str = "dlib"
+    # Where surrogate and victim names come from: the offline zoo's registry, or the paper
+    # protocol's FR checkpoints (pareidolia.zoo.paper_fr.PAPER_FR; their weights are the user's,
+    # so finetune then needs them as ``fr``).
+    fr_zoo: Literal["offline", "paper"] = "offline"
     emotion: str = "happy"
     ema_decay: float = 0.999
     checkpoint_gen: bool = False
@@ -123,8 +127,10 @@ class ProtectorConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "surrogates", tuple(self.surrogates))
-        fr = registry.names("fr")
         problems = []
+        if self.fr_zoo not in ("offline", "paper"):
+            problems.append(f"unknown fr_zoo {self.fr_zoo!r} (offline, paper)")
+        fr = fr_model_names(self.fr_zoo)
         if self.t0 < 1 or self.n_inv < 2 or self.n_gen < 2:
             problems.append("need t0 >= 1, n_inv >= 2 and n_gen >= 2")
         if self.lr <= 0 or self.epochs < 1 or self.batch < 1:
@@ -192,6 +198,15 @@ class Protector:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def fr_model_names(fr_zoo: str) -> list[str]:
+    """The FR models a protector of ``fr_zoo`` may name as surrogates or victim."""
+    if fr_zoo == "paper":
+        from pareidolia.zoo.paper_fr import PAPER_FR
+
+        return list(PAPER_FR)
+    return registry.names("fr")
 
 
 def _to_net(x01: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -267,10 +282,15 @@ class _Ema:
 
 
 class _Objectives:
-    def __init__(self, config: ProtectorConfig, target01: torch.Tensor, size: int, dev: Any):
-        self.identity = IdentityLoss(
-            SurrogateEnsemble(list(config.surrogates), size, dev), target01.to(dev)
-        )
+    def __init__(
+        self,
+        config: ProtectorConfig,
+        target01: torch.Tensor,
+        size: int,
+        dev: Any,
+        fr: EnsembleFactory,
+    ) -> None:
+        self.identity = IdentityLoss(fr(config.surrogates), target01.to(dev))
         self.guide = ClassifierGuide(config.emotion, size, dev)
         self.laplacian = LaplacianLoss(size, dev) if config.w_lap > 0 else None
 
@@ -348,11 +368,14 @@ def finetune(
     progress: bool = True,
     resume: bool = False,
     init: UNet2DModel | None = None,
+    fr: EnsembleFactory | None = None,
 ) -> Protector:
     """Tune a copy of ``unet`` into a protector on training faces (N, 3, S, S) in [0, 1] toward
     the target face(s) (1, 3, S, S). ``unet`` itself is never modified (it is the frozen base
     used for inversion). ``init`` (same architecture, e.g. an existing protector's network)
     starts the tuned weights from there instead of from ``unet``: continued fine-tuning.
+    ``fr`` builds the surrogate (and victim) FR models from their names; default: the offline
+    zoo's, and required when ``config.fr_zoo`` is ``"paper"``.
     See the module docstring for the loop, checkpoint and log."""
     _check_faces(faces_0_1, "faces_0_1")
     _check_faces(target_0_1, "target_0_1")
@@ -365,6 +388,13 @@ def finetune(
     dev = next(unet.parameters()).device
     size, res = faces_0_1.shape[-1], score_cfg.resolution
     ac = score_cfg.alphas_cumprod()
+    if fr is None:
+        if config.fr_zoo != "offline":
+            raise UserError(
+                f"a protector against the {config.fr_zoo} FR models needs those models: "
+                "pass their checkpoints"
+            )
+        fr = zoo_ensembles(size, dev)
 
     faces01 = faces_0_1.detach().to(dev, torch.float32)
     faces_net = _to_net(faces01, res)
@@ -376,7 +406,7 @@ def finetune(
     opt = torch.optim.Adam(params, lr=config.lr)
     ema = _Ema(tuned, config.ema_decay)
     combiner = make_combiner(config.projection, config.beta)
-    obj = _Objectives(config, target_0_1.detach().to(dev, torch.float32), size, dev)
+    obj = _Objectives(config, target_0_1.detach().to(dev, torch.float32), size, dev, fr)
     sm = ScoreMatchingLoss(ac, config.t0)
     sm_gen = torch.Generator().manual_seed(config.seed)
     tuned_eps = unet_eps(tuned)
@@ -483,7 +513,7 @@ def finetune(
     ema_net.load_state_dict(ema.shadow)
     with torch.no_grad():
         emb = {m: obj.identity.target_embedding(m).detach().cpu() for m in config.surrogates}
-        victim = SurrogateEnsemble([config.victim], size, dev)
+        victim = fr([config.victim])
         v_emb = victim(target_0_1.to(dev, torch.float32))[config.victim]
         emb[config.victim] = v_emb.mean(0, keepdim=True).cpu()
     return Protector(

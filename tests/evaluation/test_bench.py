@@ -72,7 +72,10 @@ def test_offline_quick_runs_end_to_end(tmp_path: Path, one_thread: None) -> None
     assert main(argv) == 0
     results = _check_outputs(out)
     methods = {c["method"] for c in results["cells"]}
-    assert methods == {"none", "map", "pgd-8", "pgd-16", "fgsm", "mi-fgsm", "ti-dim", "tip-im"}
+    assert methods == {
+        "none", "map", "map-adapt", "pgd-8", "pgd-16", "fgsm", "mi-fgsm", "ti-dim", "tip-im"
+    }  # fmt: skip
+    assert results["methods"]["map-adapt"]["overrides"] == {"adapt_steps": 1}  # --quick
     assert {c["victim"] for c in results["cells"]} == {"dlib", "sface"}
     assert results["map"]["dlib"]["source"] == str(given)
     assert results["map"]["sface"]["source"] == "trained"
@@ -222,9 +225,56 @@ def test_paper_protocol_runs_with_stand_in_models(
         ("ladn", "fgsm"),
     }
     assert all(c["faces"] == 4 for c in results["cells"])  # one face per target group
-    assert any("MAP skipped" in n for n in results["notes"])
+    assert any("MAP skipped" in n and "train" in n for n in results["notes"])
     groups = results["datasets"]["celeba-hq"]["groups"]
     assert [g["target"] for g in groups] == [t for t, _ in PAPER_TARGETS]
+
+
+@pytest.mark.slow
+def test_paper_protocol_trains_map_per_victim_and_target(
+    tmp_path: Path,
+    paper_data: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    one_thread: None,
+) -> None:
+    """With CelebA training faces, MAP runs on the paper protocol: one protector per target,
+    tuned against the paper FR models (stand-ins here) other than the victim."""
+    import pareidolia.zoo.paper_fr as paper_fr
+
+    for spec in paper_fr.PAPER_FR.values():
+        (paper_data["fr"] / spec.checkpoint).write_bytes(b"stand-in")
+    seeds = {name: i for i, name in enumerate(paper_fr.PAPER_FR)}
+    monkeypatch.setattr(paper_fr, "load_paper_fr", lambda name, path, device: _TinyFR(seeds[name]))
+    _write_images(paper_data["celeba"] / "train", ["t0.png", "t1.png", "t2.png"], 3)
+    out = tmp_path / "o"
+    argv = ["bench", "--protocol", "paper", "--quick", "--quiet", "--out", str(out)]
+    argv += ["--celeba", str(paper_data["celeba"]), "--fr-weights", str(paper_data["fr"])]
+    argv += ["--methods", "none,map", "--victims", "facenet"]
+    assert main(argv) == 0
+    results = _check_outputs(out)
+    none, map_cell = results["cells"]
+    assert none["method"] == "none" and map_cell["method"] == "map" and map_cell["faces"] == 4
+    assert 0 < map_cell["psnr"] < 100  # the faces were edited
+    names = [f"facenet-{t}" for t, _ in PAPER_TARGETS]
+    assert sorted(results["map"]) == sorted(names)
+    for name in names:
+        info = results["map"][name]
+        assert info["source"] == "trained" and info["train_faces"] == 2  # --quick: two faces
+        assert info["config"]["fr_zoo"] == "paper" and info["config"]["victim"] == "facenet"
+        assert info["config"]["surrogates"] == ["ir152", "irse50", "mobile_face"]
+        assert (out / "protectors" / f"{name}.safetensors").is_file()
+    assert not results["notes"]
+
+
+def test_the_paper_protocol_refuses_given_protectors(
+    tmp_path: Path, paper_data: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = _untuned_protector(tmp_path / "p.safetensors", "dlib")
+    argv = ["bench", "--protocol", "paper", "--out", str(tmp_path / "o")]
+    argv += ["--celeba", str(paper_data["celeba"]), "--fr-weights", str(paper_data["fr"])]
+    assert main([*argv, "--protector", f"irse50={given}"]) == 2
+    assert "--protector is for the offline protocol" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_protector_flags_are_checked(tmp_path: Path) -> None:

@@ -159,7 +159,7 @@ class TIPIM:
         generator = seeded_generator(cfg.seed)
         with torch.no_grad():
             source = ensemble(crops)
-        targets = [{m: lo.target_embedding(m) for m in ensemble.names} for lo in losses]
+        targets = [{m: lo.target_embedding(m) for m in source} for lo in losses]
         mmd = PatchMMD(crops, cfg.mmd_patch, cfg.mmd_bandwidths)
 
         def identity(emb: dict[str, Tensor], target: dict[str, Tensor]) -> Tensor:

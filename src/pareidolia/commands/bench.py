@@ -2,7 +2,7 @@
 
     pareidolia bench --protocol offline [--quick] [--out DIR] [--resume]
     pareidolia bench --protocol paper --celeba DIR [--ladn DIR] --fr-weights DIR
-                     [--fr-preprocess resize|crop]
+                     [--fr-preprocess resize|crop] [--model paper-ckpt:PATH]
 
 Writes ``results.json``, ``results.md`` and PNG figures into ``--out`` (see
 :mod:`pareidolia.evaluation.bench`).
@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         methods=_csv(args.methods),
         map_epochs=args.map_epochs,
         protectors=parse_protectors(args.protector),
+        model=args.model,
         fid_weights=_path(args.fid_weights),
         lpips_weights=_path(args.lpips_weights),
         celeba=_path(args.celeba),
@@ -96,13 +97,18 @@ def add_bench_parser(sub: Any) -> None:
     b.add_argument("--victims", help="comma-separated victims (default: every FR model)")
     b.add_argument("--methods", help="comma-separated methods (default: all)")
     b.add_argument("--map-epochs", type=int, help="epochs of the MAP protectors trained here")
+    b.add_argument("--model", default="prior:",
+                   help="MAP's base score network, as for `pareidolia train --model` (default: "
+                   "the shipped offline prior; the paper's: paper-ckpt:PATH/celeba_hq.ckpt)")  # fmt: skip
     b.add_argument("--protector", action="append", default=[], metavar="VICTIM=PATH",
                    help="use this protector for VICTIM instead of training one (repeatable)")  # fmt: skip
     b.add_argument(
         "--fid-weights", help="TorchScript Inception (clean-fid's inception-2015-12-05.pt)"
     )
     b.add_argument("--lpips-weights", help="TorchScript LPIPS module (a, b in [-1, 1] → distance)")
-    b.add_argument("--celeba", help="paper: folder with test/ faces and targets/<id>.png|jpg")
+    b.add_argument("--celeba",
+                   help="paper: folder with test/ faces, targets/<id>.png|jpg and, for MAP, "
+                   "train/ faces")  # fmt: skip
     b.add_argument("--ladn", help="paper: folder of LADN test faces")
     b.add_argument(
         "--fr-weights", help="paper: folder with ir152.pth irse50.pth facenet.pth mobile_face.pth"

@@ -15,6 +15,7 @@ from them) in ``OUT/cells/<dataset>/<victim>/<method>.npz`` as soon as they exis
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -46,11 +47,12 @@ from pareidolia.evaluation.protocol import (
 )
 from pareidolia.faces.align import to_tensor, to_uint8
 from pareidolia.io import atomic_write_bytes, iter_image_files, read_photo
-from pareidolia.objectives.identity import IdentityLoss, SurrogateEnsemble
+from pareidolia.objectives.identity import EnsembleFactory, IdentityLoss, zoo_ensembles
 from pareidolia.zoo.thresholds import FARS
 
 FORMAT = "pareidolia.bench/1"
 SIZE = 256  # working-crop side of every protocol
+ADAPT_STEPS = 20  # per-face fine-tuning steps of ``map-adapt`` (the CLI's --adapt example)
 Protocol = Literal["offline", "paper"]
 Preprocess = Literal["resize", "crop"]
 
@@ -79,6 +81,13 @@ def method_specs(quick: bool) -> list[MethodSpec]:
     return [
         MethodSpec("none", "none", note="the unprotected faces"),
         MethodSpec("map", "map", note="MAP protector (expression edit), one per victim"),
+        MethodSpec(
+            "map-adapt",
+            "map",
+            config={"adapt_steps": 1 if quick else ADAPT_STEPS},
+            note=f"ours: the MAP protector fine-tuned on each face alone for "
+            f"{1 if quick else ADAPT_STEPS} steps first (pareidolia protect --adapt)",
+        ),
         noise("pgd-8", "pgd", 8, "PGD, Madry et al."),
         noise("pgd-16", "pgd", 16, "PGD, Madry et al."),
         noise("fgsm", "fgsm", 16, "one step of size ε", iterative=False),
@@ -103,6 +112,7 @@ class BenchConfig:
     methods: tuple[str, ...] = ()  # empty: all of method_specs
     map_epochs: int | None = None
     protectors: dict[str, Path] = field(default_factory=dict)
+    model: str = "prior:"  # MAP's base score network (load_score_model spec; default shipped)
     fid_weights: Path | None = None
     lpips_weights: Path | None = None
     celeba: Path | None = None
@@ -273,6 +283,19 @@ def paper_datasets(cfg: BenchConfig) -> list[Dataset]:
     return out
 
 
+def paper_train_faces(cfg: BenchConfig) -> np.ndarray | None:
+    """MAP's training faces on the paper protocol: ``--celeba DIR``'s ``train/`` folder (the
+    paper's CelebA-HQ training split, aligned 256 crops), or None when it is absent."""
+    assert cfg.celeba is not None
+    folder = cfg.celeba / "train"
+    if not folder.is_dir():
+        return None
+    files = iter_image_files([folder])[: 2 if cfg.quick else None]
+    if not files:
+        raise UserError(f"{folder}: no images (MAP's training faces)")
+    return np.stack([_square(read_photo(p).rgb, p) for p in files])
+
+
 def paper_verifiers(cfg: BenchConfig, device: torch.device) -> list[Verifier]:
     """IR152, IRSE50, FaceNet and MobileFace from ``--fr-weights DIR`` with the paper's cosine
     thresholds (:mod:`pareidolia.zoo.paper_fr`); faces resized whole, or cut to
@@ -316,15 +339,22 @@ class VerifierEnsemble(nn.Module):
 # ----------------------------------------------------------------------------- MAP
 
 
+@functools.cache
+def base_network(spec: str) -> tuple[Any, Any]:
+    """MAP's base score network and its config (``--model``), loaded once per run."""
+    from pareidolia.diffusion.models import load_score_model
+
+    return load_score_model(spec)
+
+
 def check_given_protectors(cfg: BenchConfig, victims: Sequence[str]) -> None:
     """Fail before any work when a ``--protector`` file is unreadable, made from another base
     network, or holds out a different victim than the one it is given for."""
     if not cfg.protectors:
         return
-    from pareidolia.diffusion.prior import default_prior
     from pareidolia.protector import load_protector
 
-    unet, score_cfg = default_prior()
+    unet, score_cfg = base_network(cfg.model)
     for victim, path in cfg.protectors.items():
         if victim not in victims:
             raise UserError(
@@ -338,27 +368,33 @@ def check_given_protectors(cfg: BenchConfig, victims: Sequence[str]) -> None:
 
 def map_protector(
     cfg: BenchConfig,
+    name: str,
     victim: str,
     surrogates: Sequence[str],
     train: np.ndarray,
     target: np.ndarray,
     device: torch.device,
+    fr: EnsembleFactory,
 ) -> tuple[Any, dict[str, Any]]:
-    """The protector for ``victim``: the one given with ``--protector``, a finished one in
-    ``OUT/protectors``, or one trained now (resumable) with the default config."""
-    from pareidolia.diffusion.prior import default_prior
+    """The protector ``name`` (the victim's name; ``VICTIM-TARGET`` on the paper protocol): the
+    one given with ``--protector``, a finished one in ``OUT/protectors``, or one trained now
+    (resumable) with the default config against the FR models ``fr`` builds."""
     from pareidolia.protector import ProtectorConfig, finetune, load_protector, save_protector
 
-    unet, score_cfg = default_prior()
+    unet, score_cfg = base_network(cfg.model)
     nn.Module.to(unet, device)  # in place; diffusers types .to oddly
-    saved = cfg.out / "protectors" / f"{victim}.safetensors"
+    saved = cfg.out / "protectors" / f"{name}.safetensors"
     given = cfg.protectors.get(victim)
     if given is not None or saved.is_file():
         path = given or saved
         p = load_protector(path, unet, score_cfg)
         return p, {"source": str(path), "config": p.config.to_dict(), "train_seconds": None}
     config = ProtectorConfig(
-        victim=victim, surrogates=tuple(surrogates), emotion=cfg.emotion, seed=cfg.seed
+        victim=victim,
+        surrogates=tuple(surrogates),
+        emotion=cfg.emotion,
+        seed=cfg.seed,
+        fr_zoo="paper" if cfg.protocol == "paper" else "offline",
     )
     epochs = cfg.map_epochs or (1 if cfg.quick else None)
     if epochs:
@@ -370,9 +406,10 @@ def map_protector(
         to_tensor(list(train)).to(device),
         to_tensor(target).to(device),
         config,
-        cfg.out / "protectors" / victim,
+        cfg.out / "protectors" / name,
         progress=cfg.progress,
         resume=cfg.resume,
+        fr=fr,
     )
     seconds = time.perf_counter() - start
     save_protector(saved, p, overwrite=True)
@@ -404,6 +441,7 @@ def cell_key(cfg: BenchConfig, spec: MethodSpec, dataset: Dataset, victim: str) 
         key["map_epochs"] = cfg.map_epochs or (1 if cfg.quick else None)
         key["protector"] = str(cfg.protectors.get(victim))
         key["emotion"] = cfg.emotion
+        key["model"] = cfg.model
     return json.dumps(key, sort_keys=True)
 
 
@@ -433,25 +471,47 @@ def _protect(
     spec: MethodSpec,
     dataset: Dataset,
     loss_for: Callable[[Group], IdentityLoss],
-    protector: Any,
+    protector_for: Callable[[Group], Any],
+    fr: EnsembleFactory,
     device: torch.device,
 ) -> tuple[np.ndarray, float]:
     """(uint8 protected faces of every group, seconds per face) for one method."""
     if spec.family == "none":
         return dataset.faces.copy(), 0.0
+    # MAP's protectors are trained (or loaded) before the clock starts: s/face is applying only
+    tools = [protector_for(g) for g in dataset.groups] if spec.family == "map" else []
     outs, start = [], time.perf_counter()
-    for g in dataset.groups:
+    for i, g in enumerate(dataset.groups):
         x = to_tensor(list(g.faces)).to(device)
         if spec.family == "map":
-            from pareidolia.protector import apply_protector
-
-            y = apply_protector(protector, x)
+            y = _apply_map(tools[i], x, g, spec.config.get("adapt_steps", 0), fr)
         else:
             assert spec.baseline is not None
             y = BASELINES[spec.baseline](**spec.config).protect(x, loss_for(g))
         outs.append(to_uint8(y))
     seconds = (time.perf_counter() - start) / max(1, len(dataset.faces))
     return np.concatenate(outs), seconds
+
+
+def _apply_map(
+    protector: Any, x: torch.Tensor, group: Group, adapt_steps: int, fr: EnsembleFactory
+) -> torch.Tensor:
+    """MAP on crops ``x``; with ``adapt_steps``, each face gets its own copy of the protector
+    fine-tuned on that face alone toward the group's target first."""
+    from pareidolia.protect import adapt_protector
+    from pareidolia.protector import apply_protector
+
+    if not adapt_steps:
+        return apply_protector(protector, x)
+    target = to_tensor(group.target_enroll).to(x.device)
+    return torch.cat(
+        [
+            apply_protector(
+                adapt_protector(protector, face[None], target, adapt_steps, fr), face[None]
+            )
+            for face in x
+        ]
+    )
 
 
 @dataclass
@@ -577,6 +637,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     from pareidolia.objectives.expression import check_target_emotion
 
     check_plotting()
+    if cfg.protocol == "paper" and cfg.protectors:
+        raise UserError(
+            "--protector is for the offline protocol; the paper protocol trains one protector "
+            "per victim and target into OUT/protectors (reused by --resume)"
+        )
     try:
         check_target_emotion(cfg.emotion)
     except ValueError as e:
@@ -588,7 +653,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     if cfg.protocol == "paper":
         datasets = paper_datasets(cfg)
         verifiers = paper_verifiers(cfg, device)
-        train = None
+        train = paper_train_faces(cfg)
     else:
         dataset, train = offline_dataset(cfg)
         datasets = [dataset]
@@ -596,11 +661,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     models = [v.name for v in verifiers]
     victims, specs = _victims(cfg, models), _specs(cfg)
     notes: list[str] = []
-    if cfg.protocol == "paper" and any(s.family == "map" for s in specs):
+    if train is None and any(s.family == "map" for s in specs):
         specs = [s for s in specs if s.family != "map"]
         notes.append(
-            "MAP skipped on the paper protocol: protectors are tuned against the zoo's FR models "
-            "for one target, and none exists for the paper's FR models and four targets yet"
+            "MAP skipped: it needs CelebA-HQ training faces in --celeba DIR/train (the paper "
+            "protocol trains one protector per victim and target on them)"
         )
     if any(s.family == "map" for s in specs):
         check_given_protectors(cfg, victims)
@@ -613,23 +678,44 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     map_info: dict[str, Any] = {}
     examples: dict[str, np.ndarray] = {}
     judges_by = {d.name: Judges.build(verifiers, d, device) for d in datasets}
+    if cfg.protocol == "offline":
+        fr = zoo_ensembles(SIZE, device)
+    else:
+
+        def fr(names: Sequence[str]) -> nn.Module:
+            return VerifierEnsemble([v for v in verifiers if v.name in names])
+
     for victim in victims:
         surrogates = [m for m in models if m != victim]
-        if cfg.protocol == "offline":
-            ensemble: nn.Module = SurrogateEnsemble(surrogates, SIZE, device)
-        else:
-            ensemble = VerifierEnsemble([v for v in verifiers if v.name in surrogates])
+        ensemble = fr(surrogates)
         losses: dict[str, IdentityLoss] = {}
+        protectors: dict[str, Any] = {}
 
         def loss_for(
             g: Group, ensemble: nn.Module = ensemble, losses: dict = losses
         ) -> IdentityLoss:
             if g.target_name not in losses:
-                target = to_tensor(g.target_enroll).to(device)
-                losses[g.target_name] = IdentityLoss(cast(SurrogateEnsemble, ensemble), target)
+                losses[g.target_name] = IdentityLoss(
+                    ensemble, to_tensor(g.target_enroll).to(device)
+                )
             return losses[g.target_name]
 
-        protector = None
+        def protector_for(
+            g: Group,
+            victim: str = victim,
+            surrogates: list = surrogates,
+            protectors: dict = protectors,
+        ) -> Any:
+            """One protector per victim (offline) or per victim and target (paper)."""
+            name = victim if cfg.protocol == "offline" else f"{victim}-{g.target_name}"
+            if name not in protectors:
+                _log(cfg, f"MAP protector {name}")
+                assert train is not None
+                protectors[name], map_info[name] = map_protector(
+                    cfg, name, victim, surrogates, train, g.target_enroll, device, fr
+                )
+            return protectors[name]
+
         for dataset in datasets:
             judges = judges_by[dataset.name]
             for spec in specs:
@@ -637,19 +723,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 key = cell_key(cfg, spec, dataset, victim)
                 cached = _load_cell(path, key) if cfg.resume else None
                 if cached is None:
-                    if spec.family == "map" and protector is None:
-                        _log(cfg, f"MAP protector for victim {victim}")
-                        assert train is not None
-                        protector, map_info[victim] = map_protector(
-                            cfg,
-                            victim,
-                            surrogates,
-                            train,
-                            datasets[0].groups[0].target_enroll,
-                            device,
-                        )
                     _log(cfg, f"{dataset.name} / {victim} / {spec.key}")
-                    protected, spf = _protect(spec, dataset, loss_for, protector, device)
+                    protected, spf = _protect(spec, dataset, loss_for, protector_for, fr, device)
                     _save_cell(path, key, protected, spf)
                 else:
                     protected, spf = cached

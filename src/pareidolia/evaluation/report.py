@@ -18,7 +18,7 @@ from pareidolia.evaluation.metrics import PSNR_CAP
 from pareidolia.io import atomic_write_bytes
 
 FIGURES = ("psr_vs_psnr.png", "residual_spectrum.png", "examples.png")
-SPECTRUM_METHODS = ("map", "pgd-16", "tip-im")
+SPECTRUM_METHODS = ("map", "map-adapt", "pgd-16", "tip-im")
 
 
 def check_plotting() -> None:

@@ -7,6 +7,8 @@ all surrogates through the same pixels.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,10 +40,22 @@ class SurrogateEnsemble(nn.Module):
         return {m: F.normalize(self.nets[m](self.samplers[m](x)), dim=-1) for m in self.names}
 
 
-class IdentityLoss(nn.Module):
-    """Mean over surrogates of 1 − cos(f_m(x), f_m(target)); per-sample values, shape (B,)."""
+# FR model names → a module mapping working crops in [0, 1] to unit embeddings per name (the
+# interface of SurrogateEnsemble); lets the paper protocol's FR checkpoints stand in for the zoo.
+EnsembleFactory = Callable[[Sequence[str]], nn.Module]
 
-    def __init__(self, ensemble: SurrogateEnsemble, target: torch.Tensor) -> None:
+
+def zoo_ensembles(working_size: int, device: torch.device | str) -> EnsembleFactory:
+    """The default :data:`EnsembleFactory`: the offline zoo's FR models."""
+    return lambda names: SurrogateEnsemble(list(names), working_size, device)
+
+
+class IdentityLoss(nn.Module):
+    """Mean over surrogates of 1 − cos(f_m(x), f_m(target)); per-sample values, shape (B,).
+    ``ensemble`` maps crops to unit embeddings per model (:class:`SurrogateEnsemble` or any
+    module with that interface)."""
+
+    def __init__(self, ensemble: nn.Module, target: torch.Tensor) -> None:
         super().__init__()
         self.ensemble = ensemble
         with torch.no_grad():
