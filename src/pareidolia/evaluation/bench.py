@@ -9,7 +9,10 @@ the table.
 Protected crops are stored as uint8 (the pictures a user would get; every metric is computed
 from them) in ``OUT/cells/<dataset>/<victim>/<method>.npz`` as soon as they exist, so
 ``--resume`` continues an interrupted run where it stopped; MAP protectors trained here live in
-``OUT/protectors/<victim>/`` (checkpoints, resumable) and ``OUT/protectors/<victim>.safetensors``.
+``OUT/protectors/<name>/`` (checkpoints, resumable) and ``OUT/protectors/<name>.safetensors``,
+``<name>`` being the victim (offline: one target) or ``<victim>-<target>`` (paper protocol: one
+protector per target, tuned against the paper FR models). ``map-adapt`` additionally fine-tunes
+a copy of the protector on each face alone before applying it (``pareidolia protect --adapt``).
 """
 
 from __future__ import annotations
