@@ -76,6 +76,7 @@ def method_specs(quick: bool) -> list[MethodSpec]:
     """The benchmark's methods and budgets: ε = 16/255 for every noise baseline (PGD also at
     8/255) except TIP-IM, whose released code uses ε = 12/255; ``quick`` cuts the iterations."""
     few = {"steps": 2} if quick else {}
+    adapt = 1 if quick else ADAPT_STEPS
 
     def noise(key: str, name: str, eps: int, note: str, iterative: bool = True) -> MethodSpec:
         config = {"epsilon": eps / 255, **(few if iterative else {})}
@@ -87,9 +88,9 @@ def method_specs(quick: bool) -> list[MethodSpec]:
         MethodSpec(
             "map-adapt",
             "map",
-            config={"adapt_steps": 1 if quick else ADAPT_STEPS},
-            note=f"ours: the MAP protector fine-tuned on each face alone for "
-            f"{1 if quick else ADAPT_STEPS} steps first (pareidolia protect --adapt)",
+            config={"adapt_steps": adapt},
+            note=f"ours: the MAP protector fine-tuned on each face alone for {adapt} steps "
+            "first (pareidolia protect --adapt)",
         ),
         noise("pgd-8", "pgd", 8, "PGD, Madry et al."),
         noise("pgd-16", "pgd", 16, "PGD, Madry et al."),
