@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -162,3 +164,121 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path) -> Non
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+WRITE_ERRORS = [errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS]
+
+
+@pytest.mark.parametrize("code", WRITE_ERRORS)
+@pytest.mark.parametrize("step", ["write", "fsync", "link"])
+def test_failed_write_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, step: str
+) -> None:
+    """A full disk (or a failing, read-only or over-quota one) at any step of the write: the
+    OSError reaches the caller and neither the output nor the temporary file stays behind."""
+
+    def fail(*_args: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    if step == "write":
+        monkeypatch.setattr(os, "fdopen", _failing_fdopen(os.fdopen, code))
+    else:
+        monkeypatch.setattr(os, step, fail)
+    with pytest.raises(OSError) as caught:
+        atomic_write_bytes(tmp_path / "out.jpg", b"x" * 1000)
+    assert caught.value.errno == code
+    assert list(tmp_path.iterdir()) == []
+
+
+def _failing_fdopen(real: object, code: int) -> object:
+    """``os.fdopen`` whose files fail on ``write`` with ``code``."""
+
+    class Failing:
+        def __init__(self, f: object) -> None:
+            self.f = f
+
+        def __enter__(self) -> Failing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()  # type: ignore[attr-defined]
+
+        def fileno(self) -> int:
+            return int(self.f.fileno())  # type: ignore[attr-defined]
+
+        def write(self, _data: bytes) -> int:
+            raise OSError(code, os.strerror(code))
+
+    def fdopen(fd: int, mode: str) -> Failing:
+        return Failing(real(fd, mode))  # type: ignore[operator]
+
+    return fdopen
+
+
+def test_dangling_symlink_at_the_output_name_is_skipped(tmp_path: Path) -> None:
+    src = tmp_path / "p.jpg"
+    (tmp_path / "p_protected.jpg").symlink_to(tmp_path / "gone.jpg")
+    free = output_path_for(src, tmp_path)
+    assert free.name == "p_protected-2.jpg"
+    with pytest.raises(FileExistsError):  # the link is never replaced
+        atomic_write_bytes(tmp_path / "p_protected.jpg", b"x")
+    atomic_write_bytes(free, b"x")
+    assert (tmp_path / "p_protected.jpg").is_symlink() and free.read_bytes() == b"x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads unreadable files")
+def test_unreadable_file_says_permission_denied(tmp_path: Path) -> None:
+    p = tmp_path / "locked.jpg"
+    Image.fromarray(_gradient()).save(p)
+    p.chmod(0)
+    try:
+        with pytest.raises(ImageError, match="permission denied"):
+            read_photo(p)
+    finally:
+        p.chmod(0o600)
+
+
+def test_read_error_of_the_drive_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An I/O error while reading is said as such, not as a corrupt file."""
+    p = tmp_path / "a.jpg"
+    Image.fromarray(_gradient()).save(p)
+
+    def fail(*_args: object, **_kw: object) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(Image, "open", fail)
+    with pytest.raises(ImageError, match=r"a\.jpg: cannot read the file: input/output error"):
+        read_photo(p)
+
+
+HEIC = Path(__file__).parent / "fixtures" / "gradient.heic"
+"""A real 64 × 48 HEIC photo, made by ``heif-enc -q 60`` (Debian's libheif-examples 1.15)."""
+
+
+def test_heic_without_the_plugin_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pareidolia.io as pio
+
+    if "pillow_heif" in sys.modules:  # the plugin is installed: read it with the plugin off
+        monkeypatch.setattr(Image, "OPEN", {k: v for k, v in Image.OPEN.items() if "HEIF" not in k})
+        monkeypatch.setattr(Image, "ID", [k for k in Image.ID if "HEIF" not in k])
+    for name in ("photo.heic", "photo.jpg"):  # named for what it is, or not
+        copy = tmp_path / name
+        copy.write_bytes(HEIC.read_bytes())
+        with pytest.raises(ImageError) as caught:
+            read_photo(copy)
+        assert caught.value.problem == pio.HEIF_HINT
+        assert "pip install 'pareidolia[heif]'" in str(caught.value)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+def test_animations_are_refused_with_one_clear_line(tmp_path: Path, fmt: str) -> None:
+    frames = [Image.fromarray(_gradient()), Image.fromarray(255 - _gradient())]
+    p = tmp_path / f"anim.{fmt.lower()}"
+    frames[0].save(p, format=fmt, save_all=True, append_images=frames[1:], duration=100)
+    with pytest.raises(ImageError, match=rf"animated {fmt} \(2 frames\); only still photos"):
+        read_photo(p)
+    still = tmp_path / f"still.{fmt.lower()}"
+    frames[0].save(still, format=fmt)
+    assert read_photo(still).size == (64, 48)

@@ -9,6 +9,7 @@ need: where outputs go, what is kept or stripped, how problems end the run, and 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -485,3 +486,160 @@ def test_options_are_checked() -> None:
         ProtectOptions(adapt_steps=-1)
     with pytest.raises(UserError):
         ProtectOptions(min_face=0)
+
+
+# ----------------------------------------------------------------------------- full disk
+
+
+@pytest.fixture
+def big_and_small(astronaut_rgb: np.ndarray, tmp_path: Path) -> Path:
+    """A folder with a large photo (PNG, about 200 KB) first and a small one (JPEG) second."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    face = astronaut_rgb[:320, 96:416]
+    Image.fromarray(face).save(folder / "a_large.png")
+    Image.fromarray(face).save(folder / "b_small.jpg", quality=80)
+    assert (
+        (folder / "a_large.png").stat().st_size > 100_000 > (folder / "b_small.jpg").stat().st_size
+    )
+    return folder
+
+
+def _disk_with_room(monkeypatch: pytest.MonkeyPatch, room: int, code: int = errno.ENOSPC) -> None:
+    """Files larger than ``room`` bytes fail to reach the disk with ``code`` (as on a nearly
+    full tmpfs, where the data of a large file cannot be stored)."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.fstat(fd).st_size > room:
+            raise OSError(code, os.strerror(code))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_full_disk_is_reported_and_the_batch_goes_on(
+    big_and_small: Path,
+    protector_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    _disk_with_room(monkeypatch, 100_000)
+    argv = ["protect", str(big_and_small), "-o", str(out), "--protector", str(protector_file)]
+    rc, stdout, err = _run([*argv, "--no-robustness"], capsys)
+    assert rc == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "a_large.png: not written:" in lines[0]
+    assert "disk full (No space left on device)" in lines[0]
+    assert _files(out) == {"b_small_protected.jpg"}  # the next photo was written; no .part
+    assert "a_large.png: not written" in stdout and "b_small.jpg → " in stdout
+    assert "2 photo(s): 1 face(s) protected, 0 skipped, 1 with errors" in stdout
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        (errno.EIO, "input/output error"),
+        (errno.EROFS, "read-only"),
+        (errno.EDQUOT, "disk quota exceeded"),
+    ],
+)
+def test_other_write_errors_go_into_the_report(
+    big_and_small: Path,
+    protector: Protector,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    code: int,
+    said: str,
+) -> None:
+    out = tmp_path / "out"
+    _disk_with_room(monkeypatch, 0, code)
+    src = big_and_small / "b_small.jpg"
+    reports = protect_files([src], protector, ProtectOptions(out_dir=out, robustness=False))
+    assert [r.status for r in reports] == ["error"] and exit_status(reports) == 2
+    assert reports[0].output is None and reports[0].faces  # measured, then not written
+    assert reports[0].error is not None and said in reports[0].error.lower()
+    assert not any(out.iterdir())
+
+
+def test_os_error_mid_run_is_one_line(
+    astronaut_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OSError from anywhere in a command (here the drive failing under the photos) is one
+    line and exit 2, never a traceback."""
+
+    def fail(*_args: object, **_kw: object) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(astronaut_path))
+
+    monkeypatch.setattr("pareidolia.protect.expand_inputs", fail)
+    rc, out, err = _run(["protect", str(astronaut_path)], capsys)
+    assert rc == 2 and out == ""
+    assert (
+        err == f"pareidolia: {astronaut_path}: input/output error (a failing or removed drive?)\n"
+    )
+
+
+# ----------------------------------------------------------------------------- output folders
+
+
+def test_output_folder_may_hold_the_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`protect pics -o pics`, `protect pics/trip -o pics` and `cd pics && protect trip -o .`
+    protect the photos; only `*_protected*` files are left out as earlier outputs."""
+    pics = tmp_path / "pics"
+    (pics / "trip").mkdir(parents=True)
+    for name in ("home.jpg", "trip/beach.jpg", "trip/beach_protected.jpg", "old_protected-2.png"):
+        (pics / name).write_bytes(b"x")
+    assert expand_inputs([pics], pics) == [pics / "home.jpg", pics / "trip" / "beach.jpg"]
+    assert expand_inputs([pics / "trip"], pics) == [pics / "trip" / "beach.jpg"]
+    monkeypatch.chdir(pics)
+    assert expand_inputs([Path("trip")], Path(".")) == [Path("trip/beach.jpg")]
+    # through the command: the files are tried (and refused as not images), not the folder
+    rc, _, err = _run(["protect", "trip", "-o", ".", "--protector", "missing.safetensors"], capsys)
+    assert rc == 2 and "only earlier outputs" not in err and "missing.safetensors" in err
+
+
+def test_protector_folder_is_one_clear_line(
+    astronaut_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, err = _run(["protect", str(astronaut_path), "--protector", str(tmp_path)], capsys)
+    assert rc == 2 and out == "" and "os error" not in err
+    assert err == (
+        f"pareidolia: {tmp_path}: is a folder; --protector takes a protector file (.safetensors)\n"
+    )
+
+
+def test_ctrl_c_prints_the_report_of_the_photos_done(
+    tmp_path: Path,
+    protector_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import pareidolia.protect as protect_module
+
+    names = ["a.jpg", "b.jpg", "c.jpg"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    done = PhotoReport(path=tmp_path / "a.jpg", output=tmp_path / "a_protected.jpg", size=(9, 9))
+
+    def protect_one(path: Path, *_args: object) -> PhotoReport:
+        if path.name == "a.jpg":
+            return done
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(protect_module, "_protect_file", protect_one)
+    rc, out, err = _run(["protect", str(tmp_path), "--protector", str(protector_file)], capsys)
+    assert rc == 130
+    assert f"{tmp_path / 'a.jpg'} → {tmp_path / 'a_protected.jpg'}" in out
+    assert "b.jpg" not in out and "interrupted" in out
+    assert err.strip().splitlines()[-1] == "pareidolia: interrupted"
+    rc, out, _ = _run(
+        ["protect", str(tmp_path), "--protector", str(protector_file), "--json"], capsys
+    )
+    doc = json.loads(out)
+    assert rc == 130 and doc["interrupted"] is True
+    assert [p["path"] for p in doc["photos"]] == [str(tmp_path / "a.jpg")]

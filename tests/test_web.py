@@ -8,10 +8,13 @@ round trip, which is all the page needs to show a protected photo and its report
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -378,3 +381,199 @@ def test_page_shows_a_clear_message_for_a_non_image(page: Any, tmp_path: Path) -
     assert "notes.jpg" in text and "Traceback" not in text
     _artifact(tmp_path, page, "web-not-an-image.png")
     assert page.outside == []  # type: ignore[attr-defined]
+
+
+# ----------------------------------------------------------------------------- cache and guard
+
+
+def test_private_cache_is_named_for_this_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    with web.private_cache() as folder:
+        assert folder.name.startswith(f"pareidolia-web-cache-{os.getpid()}-")
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_cache_of_a_killed_server_is_removed(tmp_path: Path) -> None:
+    from pareidolia.stale import ADAPT_STALE_SECONDS, remove_stale
+
+    dead, alive = _dead_pid(), os.getpid()
+    folders = {
+        "dead_cache": tmp_path / f"pareidolia-web-cache-{dead}-abcd1234",
+        "dead_work": tmp_path / f"pareidolia-web-work-{dead}-abcd1234",
+        "live_cache": tmp_path / f"pareidolia-web-cache-{alive}-abcd1234",
+        "adapt": tmp_path / "pareidolia-adapt-abcd1234",
+        "other": tmp_path / "someone-else",
+    }
+    for folder in folders.values():
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "face.png").write_bytes(b"x")
+    removed = remove_stale(tmp_path)  # the adaptation folder is fresh: in use
+    assert set(removed) == {folders["dead_cache"], folders["dead_work"]}
+    assert all(folders[k].exists() for k in ("live_cache", "adapt", "other"))
+    removed = remove_stale(tmp_path, now=time.time() + ADAPT_STALE_SECONDS + 60)
+    assert removed == [folders["adapt"]] and folders["other"].exists()
+
+
+def test_sighup_and_sigterm_stop_like_ctrl_c() -> None:
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        with pytest.raises(KeyboardInterrupt), web.stop_signals_interrupt():
+            os.kill(os.getpid(), s)
+            time.sleep(5)  # the handler interrupts this
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_sigterm_removes_the_cache(tmp_path: Path) -> None:
+    """`pareidolia web` stopped by SIGTERM deletes its cache (with an upload in it), and a
+    cache left by a killed server is deleted when the next one starts."""
+    pytest.importorskip("gradio")
+    stale = tmp_path / f"pareidolia-web-cache-{_dead_pid()}-zzzz9999"
+    stale.mkdir()
+    (stale / "photo.jpg").write_bytes(b"a user's photo")
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pareidolia.cli", "web", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.5)
+        caches = list(tmp_path.glob("pareidolia-web-cache-*"))
+        assert len(caches) == 1 and caches[0].name.startswith(f"pareidolia-web-cache-{proc.pid}-")
+        (caches[0] / "upload.jpg").write_bytes(b"another user's photo")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out.decode(errors="replace")
+    assert b"Traceback" not in out
+    assert not list(tmp_path.glob("pareidolia-web-cache-*"))
+
+
+def test_sweep_removes_every_old_file_refused_uploads_too(tmp_path: Path) -> None:
+    (tmp_path / "abc123").mkdir()
+    (tmp_path / "abc123" / "photo.jpg").write_bytes(b"x")
+    (tmp_path / "tmpk3j4_refused").write_bytes(b"an upload named '..'")
+    assert web.sweep_cache(tmp_path) == 0  # all fresh
+    later = time.time() + web.KEEP_SECONDS + 1
+    assert web.sweep_cache(tmp_path, now=later) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def _guarded(cache: Path | None = None, host: str = "127.0.0.1") -> Any:
+    pytest.importorskip("starlette")
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    async def ok(_request: Any) -> PlainTextResponse:
+        return PlainTextResponse("stored")
+
+    app = Starlette(
+        routes=[Route("/gradio_api/upload", ok, methods=["POST"]), Route("/", ok)],
+        middleware=[
+            Middleware(web.RequestGuard, hosts=web.allowed_hosts(host), cache=cache)  # type: ignore[arg-type]
+        ],
+    )
+    return TestClient(app, base_url=f"http://{host}:7860")
+
+
+def test_other_origins_and_hosts_are_refused(tmp_path: Path) -> None:
+    client = _guarded()
+    assert client.get("/").status_code == 200
+    assert client.get("/", headers={"host": "localhost:7860"}).status_code == 200
+    same = {"origin": "http://127.0.0.1:7860"}
+    assert client.post("/gradio_api/upload", content=b"x", headers=same).status_code == 200
+    evil = client.post(
+        "/gradio_api/upload", content=b"x", headers={"origin": "http://evil.example"}
+    )
+    assert evil.status_code == 403 and "evil.example" in evil.text
+    for origin in ("null", "http://127.0.0.1:9999", "http://localhost.evil.example:7860"):
+        assert client.get("/", headers={"origin": origin}).status_code == 403
+    rebound = client.get("/", headers={"host": "evil.example:7860"})
+    assert rebound.status_code == 403 and "not served here" in rebound.text
+    # listening on all addresses was the user's choice: any Host, but still same-origin only
+    open_client = _guarded(host="0.0.0.0")
+    assert open_client.get("/", headers={"host": "192.168.1.9:7860"}).status_code == 200
+    assert open_client.get("/", headers={"origin": "http://evil.example"}).status_code == 403
+
+
+def test_a_full_cache_refuses_uploads_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web, "MAX_CACHE_BYTES", 1000)
+    client = _guarded(tmp_path)
+    assert client.post("/gradio_api/upload", content=b"x" * 600).status_code == 200
+    (tmp_path / "upload.jpg").write_bytes(b"x" * 600)  # what the first upload stored
+    full = client.post("/gradio_api/upload", content=b"x" * 600)
+    assert full.status_code == 507 and "upload space is full" in full.text
+    assert client.get("/").status_code == 200  # the page itself still loads
+
+
+def _post_upload(url: str, name: str, data: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    boundary = "pareidolia-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        url + "gradio_api/upload",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **headers},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _files_in(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_server_refuses_foreign_uploads_and_expires_refused_ones(
+    server: tuple[str, Path], astronaut_path: Path
+) -> None:
+    """The running page: an upload from another web site or for another Host is refused and
+    stores nothing; one named `..` is refused by Gradio but leaves its copy, which the sweep
+    deletes on expiry like every upload."""
+    url, cache = server
+    photo = astronaut_path.read_bytes()
+    before = set(_files_in(cache))
+    status, _ = _post_upload(url, "a.jpg", photo, {"Origin": "http://evil.example"})
+    assert status == 403
+    status, _ = _post_upload(url, "a.jpg", photo, {"Host": "evil.example"})
+    assert status == 403
+    assert set(_files_in(cache)) == before
+    status, _ = _post_upload(url, "..", photo, {"Origin": url.rstrip("/")})
+    assert status == 400
+    left = set(_files_in(cache)) - before
+    assert left  # Gradio keeps the refused upload's temporary file
+    web.sweep_cache(cache, now=time.time() + web.KEEP_SECONDS + 1)
+    assert not (left & set(_files_in(cache)))
+    status, body = _post_upload(url, "ok.jpg", photo, {"Origin": url.rstrip("/")})
+    assert status == 200 and "ok.jpg" in body

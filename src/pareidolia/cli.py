@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pareidolia import __version__
-from pareidolia.errors import UserError
+from pareidolia.errors import UserError, os_error_line
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -79,13 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse, dispatch, and turn expected errors into one line and exit 2."""
+    """Entry point: parse, dispatch, and turn expected errors (:class:`UserError`, any
+    :class:`OSError`) into one line and exit 2."""
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (UserError, FileExistsError, PermissionError) as e:
+    except UserError as e:
         print(f"pareidolia: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a removed drive, a read-only folder …: one line, no trace
+        print(f"pareidolia: {os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pareidolia: interrupted", file=sys.stderr)

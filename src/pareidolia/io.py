@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pareidolia.errors import UserError
+from pareidolia.errors import UserError, os_problem
 
 with contextlib.suppress(ImportError):  # HEIC/HEIF only when the optional plugin is installed
     import pillow_heif
@@ -101,21 +101,51 @@ def _check_pixels(path: Path, width: int, height: int) -> None:
         raise ImageError(path, _too_large(width * height))
 
 
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+HEIF_HINT = "a HEIC/HEIF photo; reading it needs the plugin: pip install 'pareidolia[heif]'"
+
+
+def _is_heif(path: Path) -> bool:
+    """Whether the file starts like a HEIC/HEIF photo (an ISO-BMFF ``ftyp`` box with a HEIF
+    brand), whatever its name."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    if head[4:8] != b"ftyp" or head[8:12] == b"avif":
+        return False
+    size = int.from_bytes(head[:4], "big")
+    brands = [head[8:12]] + [head[i : i + 4] for i in range(16, min(size, len(head)), 4)]
+    return any(b in _HEIF_BRANDS for b in brands)
+
+
 def read_photo(path: Path | str) -> Photo:
     """Decode ``path`` into a :class:`Photo`; raise :class:`ImageError` on any problem."""
     path = Path(path)
-    if not path.exists():
-        raise ImageError(path, "no such file")
-    if path.is_dir():
-        raise ImageError(path, "is a folder, not an image")
-    if path.stat().st_size == 0:
-        raise ImageError(path, "empty file (0 bytes)")
+    try:
+        if not path.exists():
+            raise ImageError(path, "no such file")
+        if path.is_dir():
+            raise ImageError(path, "is a folder, not an image")
+        if path.stat().st_size == 0:
+            raise ImageError(path, "empty file (0 bytes)")
+    except OSError as e:
+        raise ImageError(path, f"cannot read the file: {os_problem(e)}") from None
     try:
         with warnings.catch_warnings():
             # Pillow's own bomb warning starts below our limit; our check below decides.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 _check_pixels(path, *img.size)
+                frames = int(getattr(img, "n_frames", 1) or 1)
+                animated = frames > 1 and getattr(img, "is_animated", False)
+                if animated and img.format in ("GIF", "WEBP", "PNG"):  # not a camera's MPO
+                    raise ImageError(
+                        path,
+                        f"animated {img.format or 'image'} ({frames} frames); only still photos "
+                        "are protected: save the frame you want as a PNG or JPEG first",
+                    )
                 fmt = img.format or path.suffix.lstrip(".").upper()
                 img.load()
                 icc = img.info.get("icc_profile")
@@ -129,8 +159,16 @@ def read_photo(path: Path | str) -> Photo:
             path, _too_large(int(found.group(1)) if found else MAX_PIXELS + 1)
         ) from None
     except UnidentifiedImageError:
+        if _is_heif(path):
+            raise ImageError(path, HEIF_HINT) from None
         raise ImageError(path, "not an image Pillow can read (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except OSError as e:
+        if e.errno is None:  # Pillow's decoding errors carry no errno
+            raise ImageError(
+                path, f"cannot decode image ({e}); the file is truncated or corrupt"
+            ) from None
+        raise ImageError(path, f"cannot read the file: {os_problem(e)}") from None
+    except (SyntaxError, ValueError) as e:
         raise ImageError(
             path, f"cannot decode image ({e}); the file is truncated or corrupt"
         ) from None
@@ -188,14 +226,16 @@ def _umask() -> int:
 
 def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so a crash never
-    leaves a partial file; refuse to replace an existing file unless ``overwrite``."""
+    leaves a partial file; refuse to replace an existing file (or symbolic link, even a
+    dangling one) unless ``overwrite``. Any :class:`OSError` (a full disk, a read-only or
+    removed drive) propagates after the temporary file is removed."""
     path = Path(path)
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:
         raise FileExistsError(f"{path}: already exists; not overwriting")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from other users
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -205,7 +245,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False) -> N
             os.link(tmp, path)  # fails if path appeared meanwhile: never clobbers
             os.unlink(tmp)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # the original error matters, not this one
             os.unlink(tmp)
         raise
 
@@ -246,7 +286,7 @@ def output_path_for(src: Path, out_dir: Path | None, suffix: str = "_protected")
     ext = src.suffix if src.suffix.lower() in SAVE_FORMATS else ".png"
     candidate = folder / f"{src.stem}{suffix}{ext}"
     n = 2
-    while candidate.exists():
+    while os.path.lexists(candidate):  # a dangling symbolic link takes a name too
         candidate = folder / f"{src.stem}{suffix}-{n}{ext}"
         n += 1
     return candidate

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pareidolia.errors import UserError
+from pareidolia.errors import UserError, os_problem
 from pareidolia.evaluation.variants import social_network
 from pareidolia.evaluation.verification import FaceEmbedder, compare
 from pareidolia.faces.align import (
@@ -69,6 +69,7 @@ __all__ = [
     "SUFFIX",
     "WORKING_SIZE",
     "FaceReport",
+    "Interrupted",
     "ModelScores",
     "PhotoReport",
     "Progress",
@@ -532,20 +533,17 @@ def _looks_like_output(path: Path) -> bool:
 
 def expand_inputs(paths: Sequence[Path], out_dir: Path | None = None) -> list[Path]:
     """The files to protect: files as given, folders searched recursively for images (leaving
-    out earlier outputs and anything inside ``out_dir``), duplicates removed. Raises
+    out earlier outputs, the files named ``*_protected*``), duplicates removed. The output
+    folder may hold the inputs or be among them (``protect pics -o pics``): its other files are
+    protected like any. ``out_dir`` is accepted for compatibility and not used. Raises
     :class:`UserError` for a folder without images or when nothing is left."""
+    del out_dir  # outputs are recognised by their name, wherever they are
     files: list[Path] = []
     seen: set[Path] = set()
-    out_resolved = out_dir.resolve() if out_dir is not None else None
     for p in paths:
         if p.is_dir():
             images = iter_image_files([p])
-            found = [
-                f
-                for f in images
-                if not _looks_like_output(f)
-                and (out_resolved is None or out_resolved not in f.resolve().parents)
-            ]
+            found = [f for f in images if not _looks_like_output(f)]
             if not images:
                 raise UserError(f"{p}: no image files in this folder (jpg, png, webp, tiff, …)")
             if not found:
@@ -574,8 +572,15 @@ def check_output_folder(folder: Path) -> None:
         raise UserError(f"{folder}: cannot write the output here ({reason})") from None
 
 
+class _WriteError(Exception):
+    """Writing one protected copy failed; the message is for that photo's report."""
+
+
 def _write(src: Photo, rgb: np.ndarray, options: ProtectOptions) -> Path:
-    """Write the protected copy under a free name; retried if the name is taken meanwhile."""
+    """Write the protected copy under a free name; retried if the name is taken meanwhile.
+    Raises :class:`_WriteError` (a full disk, a read-only or removed drive …); no temporary
+    file is left then."""
+    dest = output_path_for(src.path, options.out_dir, SUFFIX)
     for _ in range(5):
         dest = output_path_for(src.path, options.out_dir, SUFFIX)
         try:
@@ -588,7 +593,9 @@ def _write(src: Photo, rgb: np.ndarray, options: ProtectOptions) -> Path:
             )
         except FileExistsError:
             continue
-    raise UserError(f"{src.path}: could not find a free output name")
+        except OSError as e:
+            raise _WriteError(f"cannot write {dest}: {os_problem(e)}") from None
+    raise _WriteError(f"could not find a free output name in {dest.parent}")
 
 
 def protect_files(
@@ -611,24 +618,53 @@ def protect_files(
     for folder in dict.fromkeys(folders):
         if folder.is_dir() or options.out_dir is not None:
             check_output_folder(folder)
-    reports = []
+    reports: list[PhotoReport] = []
     for i, path in enumerate(files):
         try:
-            photo = read_photo(path)
-        except ImageError as e:
-            reports.append(PhotoReport(path=path, error=e.problem))
-        else:
-            rgb, report = protect_photo(
-                photo,
-                protector,
-                options,
-                progress,
-                target_crop=target_crop,
-                out_format=_output_format(output_path_for(path, options.out_dir, SUFFIX)),
-            )
-            if report.faces:
-                report.output = _write(photo, rgb, options)
-            reports.append(report)
+            reports.append(_protect_file(path, protector, options, progress, target_crop))
+        except KeyboardInterrupt:
+            raise Interrupted(reports) from None
         if progress is not None:
             progress("photos", i + 1, len(files))
     return reports
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`protect_files`; ``reports`` are those of the photos finished
+    (and written) before it."""
+
+    def __init__(self, reports: list[PhotoReport]) -> None:
+        super().__init__("interrupted")
+        self.reports = reports
+
+
+def _protect_file(
+    path: Path,
+    protector: Protector,
+    options: ProtectOptions,
+    progress: Progress | None,
+    target_crop: torch.Tensor | None,
+) -> PhotoReport:
+    """Read, protect and write one photo; every problem of this photo (unreadable, a full
+    disk, a failing drive) goes into its report."""
+    try:
+        photo = read_photo(path)
+    except ImageError as e:
+        return PhotoReport(path=path, error=e.problem)
+    try:
+        rgb, report = protect_photo(
+            photo,
+            protector,
+            options,
+            progress,
+            target_crop=target_crop,
+            out_format=_output_format(output_path_for(path, options.out_dir, SUFFIX)),
+        )
+    except OSError as e:  # e.g. the adaptation's working files on a full disk
+        return PhotoReport(path=path, size=photo.size, error=f"failed: {os_problem(e)}")
+    if report.faces:
+        try:
+            report.output = _write(photo, rgb, options)
+        except _WriteError as e:
+            report.error = f"not written: {e}"
+    return report

@@ -38,15 +38,20 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image
 
-from pareidolia.errors import NoFaceError, UserError
+from pareidolia.errors import NoFaceError, UserError, os_problem
+from pareidolia.stale import WEB_CACHE, WEB_WORK, pid_prefix, remove_stale
 
 if TYPE_CHECKING:
     from pareidolia.protect import PhotoReport
@@ -58,6 +63,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "KEEP_SECONDS",
+    "MAX_CACHE_BYTES",
     "MAX_FILES",
     "MAX_UPLOAD_MB",
     "Pair",
@@ -67,6 +73,7 @@ __all__ = [
     "private_cache",
     "protect_uploads",
     "serve",
+    "sweep_cache",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +94,12 @@ KEEP_SECONDS = 600
 """How long uploads and results stay in the server's cache after they were made."""
 SWEEP_SECONDS = 60
 """How often the cache is checked for files older than :data:`KEEP_SECONDS`."""
+MAX_CACHE_BYTES = 1_000_000_000
+"""Most bytes the server's cache may hold (uploads and results); uploads are refused beyond."""
+CACHE_FULL = (
+    f"The server's upload space is full ({MAX_CACHE_BYTES // 10**9} GB); try again in a few "
+    f"minutes, when older uploads have expired ({KEEP_SECONDS // 60} minutes after upload)."
+)
 
 COLUMNS = [
     "photo",
@@ -245,7 +258,8 @@ def _summary(name: str, report: dict[str, Any]) -> str:
     """One markdown line on what happened to one photo."""
     status = report["status"]
     if status == "error":
-        return f"**{name}**: not processed: {report['error']}"
+        what = report["error"] if report["faces"] else f"not processed: {report['error']}"
+        return f"**{name}**: {what}"
     if status == "no_face":
         return f"**{name}**: no face found; nothing to protect"
     if status == "too_small":
@@ -314,7 +328,7 @@ def protect_uploads(
         )
     names = [_display_name(u) for u in uploads]
     scrub = [*{u.parent for u in uploads}, *([Path(target).parent] if target else [])]
-    with tempfile.TemporaryDirectory(prefix="pareidolia-web-", dir=workroot) as tmp:
+    with tempfile.TemporaryDirectory(prefix=pid_prefix(WEB_WORK), dir=workroot) as tmp:
         work = Path(tmp)
         try:
             return _protect(
@@ -331,6 +345,14 @@ def protect_uploads(
             )
         except UserError as e:
             return WebResult([], [], [], f"**Problem:** {_scrub(str(e), [work, *scrub])}")
+        except OSError as e:  # the server's own disk: full, failing, read-only
+            log.warning("pareidolia web: cannot write working files: %s", e)
+            return WebResult(
+                [],
+                [],
+                [],
+                f"**Problem on the server:** cannot write its working files: {os_problem(e)}.",
+            )
         except Exception:
             log.exception("pareidolia web: unexpected error")
             return WebResult(
@@ -616,9 +638,189 @@ def build_app(
     return app
 
 
-def launch_kwargs(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> dict[str, Any]:
+def _host_port(netloc: str, scheme: str = "http") -> tuple[str, int | None]:
+    """(lower-case host name, port) of ``host[:port]``; the scheme's port when none is given."""
+    parts = urlsplit(f"//{netloc}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1  # a malformed port never matches
+    if port is None:
+        port = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(scheme)
+    return (parts.hostname or "").lower(), port
+
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def allowed_hosts(host: str) -> frozenset[str] | None:
+    """The ``Host`` names the page answers to when listening on ``host``: the loopback names
+    (and ``host`` itself) for a loopback address; None (any name) for another address, which
+    the user chose to expose."""
+    import ipaddress
+
+    name = host.strip("[]").lower()
+    try:
+        loopback = name == "localhost" or ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        loopback = False
+    return LOOPBACK_NAMES | {name} if loopback else None
+
+
+def _cache_bytes(folder: Path) -> int:
+    total = 0
+    for dirpath, _dirs, filenames in os.walk(folder):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+class RequestGuard:
+    """ASGI middleware in front of the page.
+
+    * Refuses (403) a ``Host`` header that is not one of ``hosts`` (DNS rebinding: a web site
+      whose name resolves to 127.0.0.1 would otherwise be served the page and its results).
+    * Refuses (403) a request whose ``Origin`` is not the page itself (another web site the
+      user visits posting uploads to the page); requests without ``Origin`` (not from a
+      browser, or same-origin navigations) pass.
+    * Refuses (507, :data:`CACHE_FULL`) an upload when the cache folder holds, with the
+      uploads under way, more than :data:`MAX_CACHE_BYTES`.
+    """
+
+    def __init__(self, app: Any, hosts: frozenset[str] | None, cache: Path | None) -> None:
+        self.app = app
+        self.hosts = hosts
+        self.cache = cache
+        self.pending = 0  # bytes of the uploads being received
+        self.lock = threading.Lock()
+
+    def refusal(self, scope: dict[str, Any]) -> tuple[int, str] | None:
+        """(status, message) when the request must be refused, else None."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        scheme = str(scope.get("scheme", "http"))
+        host = headers.get("host")
+        if host is not None:
+            name = _host_port(host, scheme)[0]
+            if self.hosts is not None and name not in self.hosts:
+                return 403, f"Host {name!r} is not served here; open the page at 127.0.0.1"
+        origin = headers.get("origin")
+        if origin is not None:
+            parts = urlsplit(origin)
+            same = host is not None and _host_port(parts.netloc, parts.scheme) == _host_port(
+                host, scheme
+            )
+            if not same:
+                return 403, f"requests from {origin} are refused; use the page itself"
+        return None
+
+    def _full(self, length: int) -> bool:
+        if self.cache is None:
+            return False
+        return _cache_bytes(self.cache) + self.pending + length > MAX_CACHE_BYTES
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        refused = self.refusal(scope)
+        if refused is not None:
+            log.warning("pareidolia web: refused %s %s: %s", scope["type"], scope["path"], refused)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            from starlette.responses import PlainTextResponse
+
+            await PlainTextResponse(refused[1], status_code=refused[0])(scope, receive, send)
+            return
+        is_upload = scope["type"] == "http" and scope.get("method") == "POST"
+        is_upload = is_upload and str(scope["path"]).rstrip("/").endswith("/upload")
+        if not is_upload:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        try:
+            length = max(0, int(headers.get(b"content-length", b"0")))
+        except ValueError:
+            length = 0
+        with self.lock:
+            full = self._full(length)
+            if not full:
+                self.pending += length
+        if full:
+            from starlette.responses import PlainTextResponse
+
+            await PlainTextResponse(CACHE_FULL, status_code=507)(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            with self.lock:
+                self.pending -= length
+
+
+def sweep_cache(folder: Path, max_age: float = KEEP_SECONDS, *, now: float | None = None) -> int:
+    """Delete every file of ``folder`` made more than ``max_age`` seconds ago (by its change
+    time, which a copy or rename cannot set back) and the folders left empty; returns the
+    number of files deleted. Unlike Gradio's own ``delete_cache``, which knows only the files
+    it handed out, this also removes refused uploads (e.g. one named ``..``) and anything a
+    failed request left."""
+    now = time.time() if now is None else now
+    deleted = 0
+    for dirpath, dirnames, filenames in os.walk(folder, topdown=False):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                if now - os.lstat(path).st_ctime > max_age:
+                    os.unlink(path)
+                    deleted += 1
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                if now - os.lstat(path).st_ctime > max_age:
+                    os.rmdir(path)  # only when empty
+    return deleted
+
+
+@contextlib.asynccontextmanager
+async def _sweeping(cache: Path, _app: Any) -> Any:
+    """Lifespan of the server: :func:`sweep_cache` every :data:`SWEEP_SECONDS`."""
+    import asyncio
+
+    import anyio
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            await anyio.to_thread.run_sync(sweep_cache, cache)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def launch_kwargs(
+    host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, cache: Path | None = None
+) -> dict[str, Any]:
     """The arguments :func:`serve` passes to ``Blocks.launch``: no share link, no server-side
-    rendering, no API page, Gradio's upload size limit."""
+    rendering, no API page, Gradio's upload size limit, and :class:`RequestGuard` and
+    :func:`sweep_cache` on ``cache`` (default: ``$GRADIO_TEMP_DIR``, as set by
+    :func:`private_cache`)."""
+    import functools
+
+    from starlette.middleware import Middleware
+
+    if cache is None and os.environ.get("GRADIO_TEMP_DIR"):
+        cache = Path(os.environ["GRADIO_TEMP_DIR"])
+    app_kwargs: dict[str, Any] = {
+        "middleware": [Middleware(RequestGuard, hosts=allowed_hosts(host), cache=cache)]  # type: ignore[arg-type]
+    }
+    if cache is not None:
+        app_kwargs["lifespan"] = functools.partial(_sweeping, cache)
     return {
         "server_name": host,
         "server_port": port,
@@ -631,15 +833,18 @@ def launch_kwargs(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> dict[st
         "footer_links": [],
         "max_file_size": f"{MAX_UPLOAD_MB}mb",
         "pwa": False,
+        "app_kwargs": app_kwargs,
     }
 
 
 @contextlib.contextmanager
 def private_cache() -> Iterator[Path]:
     """A fresh folder for Gradio's uploads and results (``GRADIO_TEMP_DIR``), deleted with
-    everything in it on exit; the variable is restored. Enter it before :func:`build_app`."""
+    everything in it on exit; the variable is restored. Enter it before :func:`build_app`.
+    Its name carries this process's id, so :func:`pareidolia.stale.remove_stale` can remove
+    it should the server be killed."""
     before = os.environ.get("GRADIO_TEMP_DIR")
-    folder = Path(tempfile.mkdtemp(prefix="pareidolia-web-cache-"))
+    folder = Path(tempfile.mkdtemp(prefix=pid_prefix(WEB_CACHE)))
     os.environ["GRADIO_TEMP_DIR"] = str(folder)
     try:
         yield folder
@@ -651,18 +856,46 @@ def private_cache() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP stop the main thread like Ctrl-C (so the ``finally``
+    clean-ups run); the previous handlers are restored after. Does nothing outside the main
+    thread, where handlers cannot be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _interrupt) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     protector_factory: ProtectorFactory | None = None,
 ) -> None:
-    """Run the page until interrupted (Ctrl-C); the cache folder is deleted on the way out."""
+    """Run the page until interrupted (Ctrl-C, SIGTERM or SIGHUP); the cache folder is deleted
+    on the way out, and those of earlier servers that were killed are deleted at the start."""
     _gradio()
-    with private_cache():
+    for folder in remove_stale():
+        log.warning("pareidolia web: removed %s, left by an earlier run", folder)
+    with stop_signals_interrupt(), private_cache() as cache:
         app = build_app(protector_factory)
         app.queue(default_concurrency_limit=1)
         try:
-            app.launch(**launch_kwargs(host, port))  # blocks until Ctrl-C
+            app.launch(**launch_kwargs(host, port, cache))  # blocks until interrupted
         except OSError as e:
             raise UserError(f"cannot listen on {host}:{port} ({e})") from None
         finally:

@@ -84,7 +84,14 @@ def _protector(args: argparse.Namespace) -> Protector:
         from pareidolia.diffusion.prior import default_prior
         from pareidolia.protector import load_protector
 
-        return load_protector(Path(args.protector), *default_prior())
+        path = Path(args.protector)
+        if path.is_dir():
+            raise UserError(
+                f"{path}: is a folder; --protector takes a protector file (.safetensors)"
+            )
+        if not path.exists():
+            raise UserError(f"{path}: no such protector file")
+        return load_protector(path, *default_prior())
     from pareidolia.default_protectors import DEFAULT_EMOTION, default_protector
 
     return default_protector(args.emotion or DEFAULT_EMOTION)
@@ -168,7 +175,8 @@ def render_reports(reports: list[dict[str, Any]]) -> str:
     lines: list[str] = []
     for r in reports:
         if r["status"] == "error":
-            lines.append(f"{r['path']}: not processed: {r['error']}")
+            what = r["error"] if r["faces"] else f"not processed: {r['error']}"
+            lines.append(f"{r['path']}: {what}")
             continue
         head = f"{r['path']}"
         head += f" → {r['output']}" if r["output"] else ": nothing written"
@@ -185,12 +193,12 @@ def render_reports(reports: list[dict[str, Any]]) -> str:
             x, y, w, h = s["box"]
             lines.append(f"  skipped: box x={x:.0f} y={y:.0f} {w:.0f}×{h:.0f}: {s['reason']}")
         lines.append("")
-    protected = sum(r["faces_protected"] for r in reports)
+    protected = sum(r["faces_protected"] for r in reports if r["output"])  # written ones
     skipped = sum(len(r["skipped"]) for r in reports)
     errors = sum(r["status"] == "error" for r in reports)
     lines.append(
         f"{len(reports)} photo(s): {protected} face(s) protected, {skipped} skipped, "
-        f"{errors} unreadable"
+        f"{errors} with errors"
     )
     return "\n".join(lines)
 
@@ -211,8 +219,16 @@ def _problems(reports: list[PhotoReport]) -> list[str]:
 
 def cmd_protect(args: argparse.Namespace) -> int:
     """Run ``pareidolia protect``; returns the exit status (see the module docstring)."""
-    from pareidolia.protect import check_output_folder, exit_status, expand_inputs, protect_files
+    from pareidolia.protect import (
+        Interrupted,
+        check_output_folder,
+        exit_status,
+        expand_inputs,
+        protect_files,
+    )
+    from pareidolia.stale import remove_stale
 
+    remove_stale()  # face data a killed `--adapt` or web server left in the temporary folder
     options = _options(args)
     paths = [Path(p) for p in args.paths]
     files = expand_inputs(paths, options.out_dir)  # bad inputs end the run before any work
@@ -224,13 +240,27 @@ def cmd_protect(args: argparse.Namespace) -> int:
     progress: Progress = bar
     try:
         reports = protect_files(files, protector, options, progress, target_crop=target)
+    except Interrupted as stop:  # Ctrl-C: say what was done (and written) before it
+        bar.close()
+        _print_reports(stop.reports, args.json, interrupted=True)
+        raise
     finally:
         bar.close()
+    _print_reports(reports, args.json)
+    return exit_status(reports)
+
+
+def _print_reports(reports: list[PhotoReport], as_json: bool, *, interrupted: bool = False) -> None:
+    """The report on stdout (a table or JSON), then one line per problem on stderr."""
     data = [r.to_dict() for r in reports]
-    if args.json:
-        print(json.dumps({"far": "0.01", "photos": data}, indent=2))
+    if as_json:
+        doc: dict[str, Any] = {"far": "0.01", "photos": data}
+        if interrupted:
+            doc["interrupted"] = True
+        print(json.dumps(doc, indent=2))
     else:
         print(render_reports(data))
+        if interrupted:
+            print("interrupted: the photos above were finished; the rest were not started")
     for line in _problems(reports):
         print(f"pareidolia: {line}", file=sys.stderr)
-    return exit_status(reports)
