@@ -159,6 +159,7 @@ def test_json_report_schema(astronaut_run: dict[str, Any]) -> None:
         "top_expression_after",
         "psnr",
         "ssim",
+        "colour_shift",
         "seconds",
         "redetected",
         "robustness",
@@ -468,7 +469,9 @@ def test_adapt_one_step(astronaut_path: Path, protector: Protector) -> None:
 
 
 def test_exit_status_rules() -> None:
-    face = FaceReport(0, (0, 0, 60, 60), 0.9, [], {"happy": 1.0}, {"happy": 1.0}, 30.0, 0.9, 1.0)
+    face = FaceReport(
+        0, (0, 0, 60, 60), 0.9, [], {"happy": 1.0}, {"happy": 1.0}, 30.0, 0.9, (1.0, 2.0), 1.0
+    )
     ok = PhotoReport(Path("a.jpg"), faces=[face])
     partial = PhotoReport(Path("b.jpg"), faces=[face], skipped=[SkippedFace((0, 0, 9, 9), "x")])
     none = PhotoReport(Path("c.jpg"))
@@ -643,3 +646,56 @@ def test_ctrl_c_prints_the_report_of_the_photos_done(
     doc = json.loads(out)
     assert rc == 130 and doc["interrupted"] is True
     assert [p["path"] for p in doc["photos"]] == [str(tmp_path / "a.jpg")]
+
+
+# ----------------------------------------------------------------------------- modes
+
+
+def test_fast_mode_is_the_protectors_pass_with_the_originals_chroma(
+    astronaut_path: Path, protector: Protector
+) -> None:
+    from pareidolia.colour import restore_chroma
+    from pareidolia.protector import apply_protector
+
+    photo = read_photo(astronaut_path)
+    face = locate_faces(photo.rgb)[0]
+    crop = warp_crop(photo.rgb, working_alignment(face.landmarks))
+    raw = (apply_protector(protector, to_tensor(crop))[0].permute(1, 2, 0) * 255).round()
+    want = restore_chroma(crop, raw.byte().numpy())
+    options = ProtectOptions(mode="fast", robustness=False)
+    from pareidolia.protect import edit_crops
+
+    got = edit_crops(protector, to_tensor(crop), options, [256])
+    got8 = (got[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    assert np.abs(got8.astype(int) - want.astype(int)).max() <= 1
+    no_chroma = edit_crops(
+        protector, to_tensor(crop), ProtectOptions(mode="fast", chroma=False), [256]
+    )
+    assert (no_chroma - got).abs().max() > 1 / 255  # the switch really switches
+
+
+def test_default_mode_refines_every_face_in_one_batch_and_reports_colour(
+    insightface_images: Path, protector: Protector
+) -> None:
+    from pareidolia.refine import RefineConfig
+
+    photo = read_photo(insightface_images / "t1.jpg")
+    calls: list[tuple[str, int, int]] = []
+    options = ProtectOptions(robustness=False, refine=RefineConfig(steps=2, copies=1))
+    _, report = protect_photo(photo, protector, options, lambda *a: calls.append(a))
+    assert len(report.faces) == 6
+    refine = [c for c in calls if c[0] == "refine"]
+    assert refine[-1] == ("refine", 12, 12)  # 6 faces × 2 steps, counted across the batch
+    assert ("faces", 6, 6) in calls
+    for f in report.faces:
+        mean, p95 = f.colour_shift
+        assert 0 < mean <= p95
+
+
+def test_mode_flags_are_checked(astronaut_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = _run(["protect", str(astronaut_path), "--fast", "--steps", "3"], capsys)
+    assert rc == 2 and "--fast" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(UserError):
+        ProtectOptions(map_strength=1.5)
+    with pytest.raises(UserError):
+        ProtectOptions(mode="slow")  # type: ignore[arg-type]

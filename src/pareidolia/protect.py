@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pareidolia.colour import colour_shift, restore_chroma_tensor
 from pareidolia.errors import UserError, os_problem
 from pareidolia.evaluation.variants import social_network
 from pareidolia.evaluation.verification import FaceEmbedder, compare
@@ -44,7 +45,7 @@ from pareidolia.faces.align import (
     warp_crop,
     working_alignment,
 )
-from pareidolia.faces.blend import blend_edit
+from pareidolia.faces.blend import blend_edit, face_mask
 from pareidolia.faces.detect import MIN_FACE_PX, Face, split_by_size
 from pareidolia.io import (
     SAVE_FORMATS,
@@ -57,9 +58,10 @@ from pareidolia.io import (
     write_photo,
 )
 from pareidolia.locate import locate_faces
-from pareidolia.objectives.identity import EnsembleFactory
+from pareidolia.objectives.identity import EnsembleFactory, zoo_ensembles
 from pareidolia.protector import Protector, apply_protector, finetune
 from pareidolia.quality import psnr, ssim
+from pareidolia.refine import RefineConfig, Refiner
 from pareidolia.zoo import registry
 from pareidolia.zoo.spec import EMOTIONS
 from pareidolia.zoo.thresholds import thresholds
@@ -91,7 +93,8 @@ JUDGE = "mini_xception"
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: ``photos``, ``faces`` (of the current photo),
-``adapt`` (0 of 1 when adapting starts, 1 of 1 when done)."""
+``adapt`` (0 of 1 when adapting starts, 1 of 1 when done), ``refine`` (face-steps of the
+current photo's refinement)."""
 
 Status = Literal["protected", "partial", "too_small", "no_face", "error"]
 
@@ -106,8 +109,20 @@ class ProtectOptions:
     min_face: float = MIN_FACE_PX  # faces with a narrower detection box are skipped
     robustness: bool = True  # re-check the decisions after a simulated social-network upload
     quality: int = 95  # JPEG / WebP quality of the output
+    # [ours] "refine": the MAP edit at ``map_strength``, chroma restored, then the per-face
+    # refinement (pareidolia.refine); "fast": the MAP protector's one pass alone, as the paper.
+    mode: Literal["refine", "fast"] = "refine"
+    map_strength: float = 0.25  # [ours] share of the MAP protector's change kept (1: all)
+    chroma: bool = True  # [ours] keep the edit's luminance, the original's chroma
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    # FR models the refinement optimises against; None: every model the target is known to
+    surrogates: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.mode not in ("refine", "fast"):
+            raise UserError(f"unknown mode {self.mode!r} (refine, fast)")
+        if not 0.0 <= self.map_strength <= 1.0:
+            raise UserError(f"map_strength must be within 0..1, got {self.map_strength}")
         if self.adapt_steps < 0:
             raise UserError(f"--adapt must be 0 or more steps, got {self.adapt_steps}")
         if self.min_face < 1:
@@ -188,6 +203,7 @@ class FaceReport:
     expression_after: dict[str, float]
     psnr: float | None  # dB, working crop of original vs output; None when identical
     ssim: float
+    colour_shift: tuple[float, float]  # CIEDE2000 mean, 95th percentile over the face oval
     seconds: float  # time to protect the face (adaptation excluded)
     redetected: bool | None = None  # face found again after the upload; None: not checked
     robustness: list[RobustnessCheck] | None = None
@@ -208,6 +224,10 @@ class FaceReport:
             ),
             "psnr": _num(self.psnr, 2),
             "ssim": _num(self.ssim),
+            "colour_shift": {
+                "mean": _num(self.colour_shift[0], 3),
+                "p95": _num(self.colour_shift[1], 3),
+            },
             "seconds": _num(self.seconds, 3),
             "redetected": self.redetected,
             "robustness": None
@@ -423,25 +443,74 @@ def adapt_protector(
     )
 
 
+BATCH = 8  # faces per protector / refinement batch (bounds memory on photos with many faces)
+
+
+@cache
+def _refiner(surrogates: tuple[str, ...], emotion: str, config: RefineConfig) -> Refiner:
+    """The refinement's models for one (surrogates, emotion, config), loaded once (CPU)."""
+    return Refiner(surrogates, emotion, config, zoo_ensembles(WORKING_SIZE, "cpu"))
+
+
+def edit_crops(
+    protector: Protector,
+    crops: torch.Tensor,
+    options: ProtectOptions,
+    own_side: Sequence[int],
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Edit working crops (N, 3, S, S) in [0, 1] as ``options`` says: the MAP protector's pass,
+    kept at ``map_strength`` with the original chroma, then (mode ``refine``) the per-face
+    refinement toward the protector's target. ``own_side[i]``: face i's crop side in photo
+    pixels. Batches of :data:`BATCH` faces."""
+    out = []
+    n = crops.shape[0]
+    for lo in range(0, n, BATCH):
+        x0 = crops[lo : lo + BATCH]
+        edited = apply_protector(protector, x0)
+        if options.mode == "refine":
+            edited = x0 + options.map_strength * (edited - x0)
+        if options.chroma:
+            edited = restore_chroma_tensor(x0, edited)
+        if options.mode == "refine" and options.refine.steps > 0:
+            names = options.surrogates or tuple(
+                m for m in registry.names("fr") if m in protector.target_embeddings
+            )
+            missing = [m for m in names if m not in protector.target_embeddings]
+            if missing:
+                raise UserError(f"the protector has no target embedding for {', '.join(missing)}")
+            refiner = _refiner(tuple(names), protector.config.emotion, options.refine)
+            target = {m: protector.target_embeddings[m] for m in names}
+
+            def step(done: int, total: int, lo: int = lo, size: int = len(x0)) -> None:
+                if progress is not None:
+                    progress("refine", lo * total + done * size, n * total)
+
+            edited = refiner(x0, edited, target, own_side[lo : lo + BATCH], step)
+        out.append(edited)
+        if progress is not None:
+            progress("faces", min(n, lo + BATCH), n)
+    return torch.cat(out)
+
+
 def _protect_faces(
     rgb: np.ndarray,
-    faces: list[Face],
     alignments: list[Alignment],
     crops: list[np.ndarray],
     protector: Protector,
+    options: ProtectOptions,
     progress: Progress | None,
 ) -> tuple[np.ndarray, list[float]]:
-    """Apply the protector to each face's crop and blend the edits into a copy of ``rgb``."""
+    """Edit every face's crop (:func:`edit_crops`) and blend the edits into a copy of ``rgb``;
+    returns the photo and the seconds per face (the batch's time shared evenly)."""
+    t = time.perf_counter()
+    own_side = [max(8, round(WORKING_SIZE / a.scale)) for a in alignments]
+    edited = to_uint8(edit_crops(protector, to_tensor(crops), options, own_side, progress))
     out = rgb.copy()
-    seconds = []
-    for i, (alignment, crop) in enumerate(zip(alignments, crops, strict=True)):
-        t = time.perf_counter()
-        edited = to_uint8(apply_protector(protector, to_tensor(crop)))[0]
-        out = blend_edit(out, crop, edited, alignment)
-        seconds.append(time.perf_counter() - t)
-        if progress is not None:
-            progress("faces", i + 1, len(faces))
-    return out, seconds
+    for alignment, crop, e in zip(alignments, crops, edited, strict=True):
+        out = blend_edit(out, crop, e, alignment)
+    per_face = (time.perf_counter() - t) / max(1, len(crops))
+    return out, [per_face] * len(crops)
 
 
 def protect_photo(
@@ -485,7 +554,7 @@ def protect_photo(
         report.adapted_steps = int(protector.metrics.get("adapt_steps", 0))
         if progress is not None:
             progress("adapt", 1, 1)
-    out, seconds = _protect_faces(photo.rgb, keep, alignments, crops, protector, progress)
+    out, seconds = _protect_faces(photo.rgb, alignments, crops, protector, options, progress)
 
     fmt = out_format or _output_format(photo.path)
     written = _as_written(out, fmt, options.quality)
@@ -512,6 +581,7 @@ def protect_photo(
                 expression_after=judge.probabilities(after_crop),
                 psnr=float(psnr(crop, after_crop)),
                 ssim=ssim(crop, after_crop),
+                colour_shift=colour_shift(crop, after_crop, face_mask(WORKING_SIZE)),
                 seconds=secs,
                 redetected=again,
                 robustness=checks,

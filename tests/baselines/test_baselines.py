@@ -35,6 +35,7 @@ SETTINGS: dict[str, tuple[dict[str, float | int], float]] = {
     "mi-fgsm": ({"steps": 10}, 0.25),  # → 0.647 / 0.706
     "ti-dim": ({"steps": 10}, 0.2),  # → 0.544 / 0.601
     "tip-im": ({"steps": 10}, 0.15),  # → 0.423 / 0.482
+    "lum-eot": ({"steps": 8, "copies": 1, "lr": 4 / 255}, 0.15),  # → 0.470 / 0.533
 }
 
 
@@ -193,3 +194,18 @@ def test_patch_mmd_is_zero_at_the_reference_and_grows_with_noise() -> None:
     small, large = (project(x + s * torch.randn_like(x), x, 1.0) for s in (2 / 255, 8 / 255))
     assert mmd(x).abs().item() < 1e-6
     assert 0 < mmd(small).item() < mmd(large).item()
+
+
+def test_lum_eot_never_changes_chroma_without_a_chroma_field(
+    crops: Tensor, loss: IdentityLoss
+) -> None:
+    out = BASELINES["lum-eot"](epsilon=EPS, steps=3, copies=1).protect(crops, loss)
+    d = out - crops
+    inside = ((crops > 0.05) & (crops < 0.95)).all(1, keepdim=True).expand_as(d)
+    assert (d - d.mean(1, keepdim=True))[inside].abs().max() < 1e-5  # equal on R, G, B
+    assert d.abs().max() > EPS / 4
+    with_chroma = BASELINES["lum-eot"](epsilon=EPS, steps=3, copies=1, chroma_grid=16).protect(
+        crops, loss
+    )
+    dc = with_chroma - crops
+    assert (dc - dc.mean(1, keepdim=True))[inside].abs().max() > 1e-3  # the chroma field acts

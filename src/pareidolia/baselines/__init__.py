@@ -1,4 +1,5 @@
-"""Noise-based baselines (METHOD.md §5): FGSM, PGD, MI-FGSM, TI-DIM and TIP-IM behind one
+"""Noise-based baselines (METHOD.md §5): FGSM, PGD, MI-FGSM, TI-DIM and TIP-IM, and lum-eot
+(ours: a luminance-bounded residual with expectation over transformations), behind one
 ``protect(crops, loss)`` interface, built by name so a benchmark can run them all:
 
     method = BASELINES["pgd"](epsilon=16 / 255)
@@ -12,6 +13,7 @@ from typing import Any
 
 from pareidolia.baselines.base import Baseline
 from pareidolia.baselines.fgsm import FGSM, FGSMConfig
+from pareidolia.baselines.lumeot import LumEOT, LumEOTConfig
 from pareidolia.baselines.mifgsm import MIFGSM, MIFGSMConfig
 from pareidolia.baselines.pgd import PGD, PGDConfig
 from pareidolia.baselines.tidim import TIDIM, TIDIMConfig
@@ -34,6 +36,7 @@ BASELINES: dict[str, Callable[..., Baseline]] = {
     "mi-fgsm": _factory(MIFGSM, MIFGSMConfig),
     "ti-dim": _factory(TIDIM, TIDIMConfig),
     "tip-im": _factory(TIPIM, TIPIMConfig),
+    "lum-eot": _factory(LumEOT, LumEOTConfig),  # ours: luminance-bounded residual with EOT
 }
 
 __all__ = [
@@ -45,6 +48,8 @@ __all__ = [
     "TIPIM",
     "Baseline",
     "FGSMConfig",
+    "LumEOT",
+    "LumEOTConfig",
     "MIFGSMConfig",
     "PGDConfig",
     "TIDIMConfig",

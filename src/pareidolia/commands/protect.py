@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,28 @@ def add_protect_parser(sub: Any) -> None:
         help=f"fine-tune on each photo's faces first (default 0; {DEFAULT_TARGET_ADAPT} with "
         "--target)",
     )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="the MAP protector's one pass alone (about 1 s per face; weaker protection)",
+    )
+    p.add_argument(
+        "--strength",
+        choices=("natural", "strong"),
+        help="refinement preset: natural (default; face PSNR about 30 dB or more) or strong "
+        "(more protection, a visible change)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="refinement steps per face (default 24; 0: the MAP edit at the preset's strength alone)",
+    )
+    p.add_argument(
+        "--no-chroma-restore",
+        action="store_true",
+        help="keep the edit's colour too (default: only its luminance; the original's colour)",
+    )
     p.add_argument("--keep-metadata", action="store_true", help="keep EXIF (GPS, camera, …)")
     p.add_argument(
         "--min-face", type=float, metavar="PX", help="skip faces narrower than PX (default 48)"
@@ -62,6 +85,7 @@ def add_protect_parser(sub: Any) -> None:
 def _options(args: argparse.Namespace) -> ProtectOptions:
     from pareidolia.faces.detect import MIN_FACE_PX
     from pareidolia.protect import ProtectOptions
+    from pareidolia.refine import STRENGTHS
 
     if args.protector and args.emotion:
         raise UserError("use either --protector or --emotion, not both")
@@ -70,7 +94,18 @@ def _options(args: argparse.Namespace) -> ProtectOptions:
         adapt = DEFAULT_TARGET_ADAPT if args.target else 0
     if args.target and adapt <= 0:
         raise UserError("--target needs --adapt STEPS > 0 (the protector is adapted to it)")
+    if args.steps is not None and args.steps < 0:
+        raise UserError(f"--steps must be 0 or more, got {args.steps}")
+    if args.fast and (args.steps is not None or args.strength):
+        raise UserError("--fast is the one-pass MAP edit; it takes neither --steps nor --strength")
+    refine, map_strength = STRENGTHS[args.strength or "natural"]
+    if args.steps is not None:
+        refine = replace(refine, steps=args.steps)
     return ProtectOptions(
+        mode="fast" if args.fast else "refine",
+        refine=refine,
+        map_strength=map_strength,
+        chroma=not args.no_chroma_restore,
         out_dir=Path(args.out) if args.out else None,
         keep_metadata=args.keep_metadata,
         adapt_steps=adapt,
@@ -149,7 +184,9 @@ def _render_face(face: dict[str, Any]) -> list[str]:
     lines = [
         f"  face {face['index']}: box x={x:.0f} y={y:.0f} {w:.0f}×{h:.0f}  "
         f"expression {top_b} {before[top_b]:.2f} → {top_a} {after[top_a]:.2f}  "
-        f"PSNR {psnr} dB  SSIM {face['ssim']:.3f}  {face['seconds']:.1f} s",
+        f"PSNR {psnr} dB  SSIM {face['ssim']:.3f}  "
+        f"ΔE00 {face['colour_shift']['mean']:.2f} (p95 {face['colour_shift']['p95']:.1f})  "
+        f"{face['seconds']:.1f} s",
         f"    {'model':<11} {'vs original':<21} {'vs target before → after':<36} after upload",
     ]
     uploads = {r["model"]: r for r in face["robustness"] or []}

@@ -98,6 +98,10 @@ def method_specs(quick: bool) -> list[MethodSpec]:
         noise("mi-fgsm", "mi-fgsm", 16, "MI-FGSM's paper budget"),
         noise("ti-dim", "ti-dim", 16, "TI-DIM's paper budget"),
         noise("tip-im", "tip-im", 12, "TIP-IM's released code budget (12 on 0–255)"),
+        *(
+            noise(f"lum-eot-{e}", "lum-eot", e, "ours: luminance-only field with EOT")
+            for e in (8, 12, 16)
+        ),
     ]
 
 

@@ -1,0 +1,415 @@
+"""The protection benchmark on held-out real photos [ours]: what `pareidolia protect PHOTO` gives.
+
+    python benchmarks/heldout.py --out out/heldout [--rows default,fast] [--quick]
+
+Photos (none used in training the prior, the protectors or the refinement's settings):
+the astronaut, insightface's t1.jpg (6 faces), and the four real photos of two men in the
+``face_recognition`` 1.3.0 sdist (obama.jpg, obama2.jpg, obama3.jpg, biden.jpg); 11 faces.
+Every photo is protected whole, as the CLI does (detect, align, edit, paste back, JPEG q95 for
+JPEG inputs), with the row's options and with the victim FR model left out of the refinement's
+surrogates; each face is then cut from the written photo and measured:
+
+- dodging at FAR 0.01 (victim): the protected face matches neither its own original nor any
+  *other real photo* of the same person (obama ×3);
+- impersonation PSR at FAR 0.01 (victim) of the shipped synthetic target, against its test photo
+  (the enrollment crop mirrored, brightened and JPEG 40: no second photo of it exists), and of a
+  real target, obama (enrolled from obama.jpg, tested against obama2.jpg and obama3.jpg;
+  the three obama faces are left out of that row);
+- face-oval PSNR / SSIM and CIEDE2000 mean / p95; the judge's (human's mini-Xception, never
+  used in any loss) share of the target emotion before → after; the landmarks' moves in
+  inter-ocular units; robustness: after a 0.5× resize and JPEG 75 of the photo, the share of
+  dodged (impersonating) faces that still dodge (impersonate);
+- seconds per face (excluding model loading).
+
+Leave-one-out tables rotate the victim over the four zoo models (surrogates: the other three);
+the transfer table trains on two and tests on the other two. The MAP stage is the shipped
+protector (victim dlib; its surrogates were the other three) for every victim: for victims
+other than dlib that stage has seen the victim, which the ``refine-only`` row (no MAP stage)
+bounds. Writes ``OUT/heldout.json``, ``OUT/heldout.md`` and ``OUT/grid_<row>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pareidolia.colour import colour_shift
+from pareidolia.default_protectors import default_protector, default_target_crop
+from pareidolia.evaluation.protocol import target_test_photo
+from pareidolia.evaluation.variants import jpeg, social_network
+from pareidolia.faces.align import ChipSampler, to_tensor, warp_crop, working_alignment
+from pareidolia.faces.blend import face_mask
+from pareidolia.io import read_photo
+from pareidolia.locate import locate_faces
+from pareidolia.objectives.geometry import displacements
+from pareidolia.objectives.landmarks import LaplacianLoss
+from pareidolia.protect import ProtectOptions, edit_crops
+from pareidolia.protector import Protector
+from pareidolia.quality import psnr, ssim
+from pareidolia.refine import STRENGTHS
+from pareidolia.zoo import registry
+from pareidolia.zoo.spec import EMOTIONS
+from pareidolia.zoo.thresholds import thresholds
+
+ROOT = Path(__file__).resolve().parents[1]
+FR = ["dlib", "sface", "faceres", "mobileface"]
+FACE_RECOGNITION = "face_recognition-1.3.0/face_recognition-1.3.0/tests/test_images"
+SIZE = 256
+
+ROWS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "fast": {"mode": "fast"},
+    "fast-no-chroma": {"mode": "fast", "chroma": False},
+    "default": {},
+    "strong": {"strength": "strong"},
+    "default-no-chroma": {"chroma": False},
+    "default-no-geometry": {"refine": {"w_geometry": 0.0}},
+    "refine-only": {"map_strength": 0.0},
+    "lum-eot": {
+        "map_strength": 0.0,
+        "refine": {"max_shift": 0.0, "w_geometry": 0.0, "w_classifier": 0.0},
+    },
+}
+
+
+@dataclasses.dataclass
+class Face:
+    photo: str
+    person: str | None  # identity where known (several real photos of one person)
+    rgb: np.ndarray  # the photo
+    landmarks: np.ndarray
+    crop: np.ndarray  # original working crop
+
+
+def _photos(packages: Path) -> list[tuple[str, Path, str | None]]:
+    fr = packages / FACE_RECOGNITION
+    insight = packages / "insightface-2.1-py3-none-any/insightface/data/images"
+    return [
+        ("astronaut", ROOT / "src/pareidolia/data/astronaut.jpg", None),
+        ("t1", insight / "t1.jpg", None),
+        ("obama", fr / "obama.jpg", "obama"),
+        ("obama2", fr / "obama2.jpg", "obama"),
+        ("obama3", fr / "obama3.jpg", "obama"),
+        ("biden", fr / "biden.jpg", "biden"),
+    ]
+
+
+def load_faces(packages: Path) -> list[Face]:
+    faces = []
+    for name, path, person in _photos(packages):
+        if not path.is_file():
+            raise SystemExit(
+                f"{path}: missing; run `python tools/packages.py insightface face_recognition`"
+            )
+        photo = read_photo(path)
+        for i, f in enumerate(locate_faces(photo.rgb)):
+            crop = warp_crop(photo.rgb, working_alignment(f.landmarks, SIZE))
+            faces.append(Face(f"{name}-{i}", person, photo.rgb, f.landmarks, crop))
+    return faces
+
+
+class Judges:
+    """The four FR models on working crops, the landmark net and the emotion judge."""
+
+    def __init__(self) -> None:
+        self.nets = {m: registry.load(m, "cpu") for m in FR}
+        self.chips = {m: ChipSampler(registry.get(m).chip, SIZE) for m in FR}
+        self.judge = registry.load("mini_xception", "cpu")
+        self.judge_chip = ChipSampler("emotion64", SIZE)
+        self.points = LaplacianLoss()
+
+    @torch.no_grad()
+    def embed(self, m: str, crops: np.ndarray) -> torch.Tensor:
+        return self.nets[m](self.chips[m](to_tensor(crops)))
+
+    @torch.no_grad()
+    def emotions(self, crops: np.ndarray) -> np.ndarray:
+        return self.judge(self.judge_chip(to_tensor(crops))).argmax(1).numpy()
+
+    @torch.no_grad()
+    def landmarks(self, crops: np.ndarray) -> torch.Tensor:
+        return self.points.landmarks(to_tensor(crops))
+
+
+REAL_TARGET_ROWS = ("none", "fast", "default", "strong")  # the other rows: synthetic target only
+
+
+def _options(row: str, surrogates: tuple[str, ...]) -> ProtectOptions:
+    spec = dict(ROWS[row])
+    base, strength = STRENGTHS[spec.pop("strength", "natural")]
+    refine = dataclasses.replace(base, **spec.pop("refine", {}))
+    spec.setdefault("map_strength", strength)
+    return ProtectOptions(robustness=False, refine=refine, surrogates=surrogates, **spec)
+
+
+def protect_all(
+    faces: list[Face], protector: Protector, options: ProtectOptions
+) -> tuple[list[np.ndarray], list[np.ndarray], float]:
+    """Protect every photo whole; returns per face the crop of the written photo, the crop of
+    the photo after a social-network upload, and the seconds per face."""
+    by_photo: dict[int, list[int]] = {}
+    for i, f in enumerate(faces):
+        by_photo.setdefault(id(f.rgb), []).append(i)
+    crops: list[np.ndarray] = [faces[0].crop] * len(faces)
+    uploaded: list[np.ndarray] = [faces[0].crop] * len(faces)
+    seconds = 0.0
+    from pareidolia.faces.blend import blend_edit
+
+    for idx in by_photo.values():
+        rgb = faces[idx[0]].rgb
+        aligns = [working_alignment(faces[i].landmarks, SIZE) for i in idx]
+        orig = [faces[i].crop for i in idx]
+        t = time.perf_counter()
+        side = [max(8, round(SIZE / a.scale)) for a in aligns]
+        edited = edit_crops(protector, to_tensor(orig), options, side)
+        out = rgb.copy()
+        for a, c, e in zip(aligns, orig, edited, strict=True):
+            e8 = (e.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+            out = blend_edit(out, c, e8, a)
+        seconds += time.perf_counter() - t
+        written = jpeg(out, 95)
+        up = social_network(written)
+        for i, a in zip(idx, aligns, strict=True):
+            crops[i] = warp_crop(written, a)
+            crops[i] = crops[i]
+            ua = working_alignment(faces[i].landmarks * (up.shape[1] / rgb.shape[1]), SIZE)
+            uploaded[i] = warp_crop(up, ua)
+    return crops, uploaded, seconds / len(faces)
+
+
+def _decisions(
+    j: Judges, m: str, faces: list[Face], crops: np.ndarray, enroll: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """Per face: dodged (matches no real photo of the person), and the target matches."""
+    th = thresholds(m)
+    e = j.embed(m, crops)
+    originals = j.embed(m, np.stack([f.crop for f in faces]))
+    dodged = []
+    for i, f in enumerate(faces):
+        refs = [k for k, g in enumerate(faces) if k == i or (f.person and g.person == f.person)]
+        hit = torch.as_tensor(th.matches(th.score(e[i : i + 1], originals[refs]), "0.01"))
+        dodged.append(not bool(hit.any()))
+    out = {"dodged": np.array(dodged)}
+    for name, tests in enroll[m].items():
+        cols = [torch.as_tensor(th.matches(th.score(e, t[None]), "0.01")) for t in tests]
+        out[name] = torch.stack(cols, 1).all(1).numpy()
+    return out
+
+
+def evaluate(
+    j: Judges,
+    faces: list[Face],
+    crops: list[np.ndarray],
+    uploaded: list[np.ndarray],
+    victims: list[str],
+    enroll: dict[str, Any],
+    emotion: str,
+) -> dict[str, Any]:
+    orig = np.stack([f.crop for f in faces])
+    prot, up = np.stack(crops), np.stack(uploaded)
+    obama = np.array([f.person != "obama" for f in faces])
+    per_victim = {}
+    for v in victims:
+        d = _decisions(j, v, faces, prot, enroll)
+        du = _decisions(j, v, faces, up, enroll)
+        kept_d = du["dodged"][d["dodged"]].mean() if d["dodged"].any() else float("nan")
+        imp = d["synthetic"]
+        kept_i = du["synthetic"][imp].mean() if imp.any() else float("nan")
+        per_victim[v] = {
+            "dodging": float(d["dodged"].mean()),
+            "psr_synthetic": float(imp.mean()),
+            "psr_obama": float(d["obama"][obama].mean()),
+            "upload_keeps_dodging": float(kept_d),
+            "upload_keeps_psr": float(kept_i),
+        }
+    mask = face_mask(SIZE)
+    oval = mask > 0.5
+    shifts = [colour_shift(a, b, mask) for a, b in zip(orig, prot, strict=True)]
+    want = EMOTIONS.index(emotion)
+    moves = displacements(j.landmarks(prot), j.landmarks(orig))
+    return {
+        "victims": per_victim,
+        "psnr": float(
+            np.mean([min(psnr(a[oval], b[oval]), 99.0) for a, b in zip(orig, prot, strict=True)])
+        ),
+        "ssim": float(np.mean([ssim(a, b) for a, b in zip(orig, prot, strict=True)])),
+        "de_mean": float(np.mean([s[0] for s in shifts])),
+        "de_p95": float(np.mean([s[1] for s in shifts])),
+        "judge_before": float((j.emotions(orig) == want).mean()),
+        "judge_after": float((j.emotions(prot) == want).mean()),
+        "mouth_corners_up": float(-(moves[:, [48, 54], 1]).mean()),
+        "mouth_corners_out": float(((moves[:, 54, 0] - moves[:, 48, 0]) / 2).mean()),
+        "brows_up": float(-(moves[:, 17:27, 1]).mean()),
+        "mouth_open": float((moves[:, 66, 1] - moves[:, 62, 1]).mean()),
+    }
+
+
+def grid(faces: list[Face], crops: list[np.ndarray], path: Path) -> None:
+    """original | protected | difference ×8 per face, two faces per row."""
+    tiles = []
+    for f, c in zip(faces, crops, strict=True):
+        diff = np.clip(128 + 8 * (c.astype(int) - f.crop.astype(int)), 0, 255).astype(np.uint8)
+        tiles.append(np.concatenate([f.crop, c, diff], 1))
+    if len(tiles) % 2:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.concatenate(tiles[i : i + 2], 1) for i in range(0, len(tiles), 2)]
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
+
+
+def _pct(x: float) -> str:
+    return "–" if x != x else f"{100 * x:.0f} %"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = []
+    for table, title in (
+        ("leave_one_out", "Leave one out (surrogates: the other three)"),
+        ("transfer", "Transfer (surrogates: the other pair)"),
+    ):
+        if not results.get(table):
+            continue
+        lines += [
+            f"### {title}",
+            "",
+            "| row | victim | dodging | PSR synthetic target | PSR obama | after upload: dodging kept / PSR kept |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row, r in results[table].items():
+            for v, d in r["victims"].items():
+                lines.append(
+                    f"| {row} | {v} | {_pct(d['dodging'])} | {_pct(d['psr_synthetic'])} | {_pct(d['psr_obama'])} | {_pct(d['upload_keeps_dodging'])} / {_pct(d['upload_keeps_psr'])} |"
+                )
+        lines.append("")
+    lines += [
+        "### Quality, expression and speed (leave one out, mean over victims' runs of the first victim)",
+        "",
+        "| row | face PSNR | SSIM | ΔE00 mean / p95 | judge: target emotion before → after | mouth corners up / out (IOD) | brows up | mouth open | s/face |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, r in results["leave_one_out"].items():
+        lines.append(
+            f"| {row} | {r['psnr']:.1f} | {r['ssim']:.3f} | {r['de_mean']:.2f} / {r['de_p95']:.1f} | {_pct(r['judge_before'])} → {_pct(r['judge_after'])} | {r['mouth_corners_up']:+.3f} / {r['mouth_corners_out']:+.3f} | {r['brows_up']:+.3f} | {r['mouth_open']:+.3f} | {r['seconds']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--emotion", default="happy")
+    ap.add_argument("--packages", type=Path, default=ROOT / ".cache/packages")
+    ap.add_argument("--no-transfer", action="store_true")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    faces = load_faces(args.packages)
+    j = Judges()
+    protector = default_protector(args.emotion)
+    synthetic = default_target_crop()
+    obama_enroll = next(f.crop for f in faces if f.photo == "obama-0")
+    enroll = {
+        m: {
+            "synthetic": j.embed(m, target_test_photo(synthetic)[None]),
+            "obama": j.embed(
+                m, np.stack([f.crop for f in faces if f.photo in ("obama2-0", "obama3-0")])
+            ),
+        }
+        for m in FR
+    }
+    obama_target = {
+        m: torch.nn.functional.normalize(j.embed(m, obama_enroll[None]), dim=-1) for m in FR
+    }
+    rows = args.rows.split(",")
+    results: dict[str, Any] = {
+        "faces": [f.photo for f in faces],
+        "leave_one_out": {},
+        "transfer": {},
+    }
+    path = args.out / "heldout.json"
+    if path.is_file():
+        results = json.loads(path.read_text())
+    splits = [("leave_one_out", [(tuple(m for m in FR if m != v), [v]) for v in FR])]
+    if not args.no_transfer:
+        splits.append(
+            (
+                "transfer",
+                [
+                    (("sface", "mobileface"), ["dlib", "faceres"]),
+                    (("dlib", "faceres"), ["sface", "mobileface"]),
+                ],
+            )
+        )
+    for table, runs in splits:
+        for row in rows:
+            if table == "transfer" and row not in ("none", "default"):
+                continue
+            if row in results[table]:
+                continue
+            merged: dict[str, Any] = {"victims": {}}
+            secs = []
+            for surrogates, victims in runs:
+                opts = _options(row, surrogates)
+                targets = [("synthetic", protector.target_embeddings), ("obama", obama_target)]
+                for target_name, target in targets[: 2 if row in REAL_TARGET_ROWS else 1]:
+                    p = dataclasses.replace(protector, target_embeddings=dict(target))
+                    if row == "none":
+                        crops = [f.crop for f in faces]
+                        uploaded = [
+                            warp_crop(
+                                social_network(jpeg(f.rgb, 95)),
+                                working_alignment(
+                                    f.landmarks
+                                    * (social_network(jpeg(f.rgb, 95)).shape[1] / f.rgb.shape[1]),
+                                    SIZE,
+                                ),
+                            )
+                            for f in faces
+                        ]
+                        s = 0.0
+                    else:
+                        crops, uploaded, s = protect_all(faces, p, opts)
+                    r = evaluate(j, faces, crops, uploaded, victims, enroll, args.emotion)
+                    secs.append(s)
+                    for v, d in r["victims"].items():
+                        slot = merged["victims"].setdefault(v, {})
+                        if target_name == "synthetic":
+                            slot.update(
+                                {
+                                    k: d[k]
+                                    for k in (
+                                        "dodging",
+                                        "psr_synthetic",
+                                        "upload_keeps_dodging",
+                                        "upload_keeps_psr",
+                                    )
+                                }
+                            )
+                        else:
+                            slot["psr_obama"] = d["psr_obama"]
+                    slot_default = merged["victims"]
+                    for d in slot_default.values():
+                        d.setdefault("psr_obama", float("nan"))
+                    if target_name == "synthetic" and "psnr" not in merged:
+                        merged.update({k: v for k, v in r.items() if k != "victims"})
+                        if table == "leave_one_out":
+                            grid(faces, crops, args.out / f"grid_{row}.png")
+                    print(table, row, surrogates, target_name, json.dumps(r["victims"]), flush=True)
+            merged["seconds"] = float(np.mean(secs))
+            results[table][row] = merged
+            path.write_text(json.dumps(results, indent=1))
+            (args.out / "heldout.md").write_text(markdown(results))
+    (args.out / "heldout.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Tune the per-face refinement [ours] on the *training* faces (never the held-out ones).
+
+    python benchmarks/tune_refine.py --faces out/prior-data --n 8 [--set steps=20 --set w_dodge=2]
+
+Crop level: each training face's 256 px working crop is edited by the shipped protector (victim
+dlib, surrogates sface / faceres / mobileface), refined against those surrogates, and measured
+against dlib (held out): dodging (no longer matched to its own original at FAR 0.01),
+impersonation of the shipped target's test photo, face-oval PSNR / SSIM / CIEDE2000, the
+landmark moves, and seconds per face. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pareidolia.colour import colour_shift
+from pareidolia.default_protectors import default_protector, default_target_crop
+from pareidolia.evaluation.protocol import target_test_photo, zoo_verifiers
+from pareidolia.faces.align import to_tensor, to_uint8, working_alignment
+from pareidolia.faces.blend import face_mask
+from pareidolia.facesets import load_faceset
+from pareidolia.objectives.geometry import displacements
+from pareidolia.objectives.identity import zoo_ensembles
+from pareidolia.objectives.landmarks import LaplacianLoss
+from pareidolia.protector import apply_protector
+from pareidolia.quality import psnr, ssim
+from pareidolia.refine import RefineConfig, Refiner
+from pareidolia.zoo.thresholds import thresholds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--faces", type=Path, required=True)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--emotion", default="happy")
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--save", type=Path)
+    ap.add_argument("--alpha", type=float, default=1.0, help="strength of the MAP edit")
+    args = ap.parse_args()
+    overrides = {}
+    for kv in args.set:
+        k, v = kv.split("=")
+        overrides[k] = float(v) if "." in v or "e" in v else int(v)
+    cfg = RefineConfig(**overrides)  # type: ignore[arg-type]
+    fs = load_faceset(args.faces)
+    manifest = json.loads((args.faces / "manifest.json").read_text())
+    side = {
+        f["name"]: round(256 / working_alignment(np.array(f["landmarks"]), 256).scale)
+        for f in manifest["faces"]
+    }
+    faces = fs.faces("train")[: args.n]
+    names = [n for n, _ in faces]
+    crops = np.stack([c for _, c in faces])
+    x0 = to_tensor(crops)
+    protector = default_protector(args.emotion)
+    surrogates = list(protector.config.surrogates)
+    target = to_tensor(default_target_crop())
+    t = time.perf_counter()
+    with torch.no_grad():
+        mapped = torch.cat([apply_protector(protector, x0[i : i + 1]) for i in range(len(x0))])
+    t_map = (time.perf_counter() - t) / len(x0)
+    mapped = x0 + args.alpha * (mapped - x0)
+    refiner = Refiner(surrogates, args.emotion, cfg, zoo_ensembles(256, "cpu"))
+    t_emb = refiner.embed(target)
+    t = time.perf_counter()
+    out = refiner(x0, mapped, t_emb, [min(256, side[n]) for n in names])
+    t_ref = (time.perf_counter() - t) / len(x0)
+    mask = face_mask(256)
+    pasted = x0 + torch.from_numpy(np.array(mask))[None, None] * (out - x0)
+    prot = to_uint8(pasted)
+    ver = {v.name: v for v in zoo_verifiers(size=256)}
+    test = to_tensor(target_test_photo(default_target_crop()))
+    res: dict[str, object] = {"config": cfg.to_dict(), "s_map": t_map, "s_refine": t_ref}
+    for m, v in ver.items():
+        th = thresholds(m)
+        e_p, e_o, e_t = v.embeddings(to_tensor(prot)), v.embeddings(x0), v.embeddings(test)
+        still = th.matches(th.score(e_p, e_o), "0.01")
+        hit = th.matches(th.score(e_p, e_t), "0.01")
+        res[m] = {
+            "dodge": float((~torch.as_tensor(still)).float().mean()),
+            "psr": float(torch.as_tensor(hit).float().mean()),
+        }
+    box = mask > 0.5
+    res["psnr"] = float(np.mean([psnr(a[box], b[box]) for a, b in zip(crops, prot, strict=True)]))
+    res["ssim"] = float(np.mean([ssim(a, b) for a, b in zip(crops, prot, strict=True)]))
+    shifts = [colour_shift(a, b, mask) for a, b in zip(crops, prot, strict=True)]
+    res["de_mean"], res["de_p95"] = (
+        float(np.mean([s[0] for s in shifts])),
+        float(np.mean([s[1] for s in shifts])),
+    )
+    lm = LaplacianLoss()
+    with torch.no_grad():
+        mv = displacements(lm.landmarks(to_tensor(prot)), lm.landmarks(x0))
+    res["mouth_corner_up"] = float(-(mv[:, [48, 54], 1]).mean())
+    res["mouth_corner_out"] = float(((mv[:, 54, 0] - mv[:, 48, 0]) / 2).mean())
+    res["brow_up"] = float(-(mv[:, 17:27, 1]).mean())
+    res["mouth_open"] = float((mv[:, 66, 1] - mv[:, 62, 1]).mean())
+    from pareidolia.evaluation.protocol import judge_rate
+
+    res["judge_before"] = judge_rate(x0, args.emotion)
+    res["judge_after"] = judge_rate(to_tensor(prot), args.emotion)
+    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items()}))
+    if args.save:
+        from PIL import Image
+
+        diff = np.clip(128 + 8 * (prot.astype(int) - crops.astype(int)), 0, 255).astype(np.uint8)
+        rows = [np.concatenate([a, b, d], 1) for a, b, d in zip(crops, prot, diff, strict=True)]
+        Image.fromarray(np.concatenate(rows, 0)).save(args.save)
+
+
+if __name__ == "__main__":
+    main()

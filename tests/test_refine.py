@@ -1,0 +1,169 @@
+"""The per-face refinement [ours] and the landmark expression guide: bounds, gradients, losses
+that fall, and a move of a held-out FR model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pareidolia.colour import restore_chroma_tensor
+from pareidolia.faces.align import to_tensor, warp_crop, working_alignment
+from pareidolia.faces.blend import face_mask
+from pareidolia.locate import locate_faces
+from pareidolia.objectives.geometry import (
+    TEMPLATES,
+    LandmarkExpressionLoss,
+    displacements,
+    inter_ocular,
+)
+from pareidolia.objectives.identity import zoo_ensembles
+from pareidolia.refine import RefineConfig, Refiner, eot_copies, jpeg_straight_through
+from pareidolia.zoo.thresholds import thresholds
+
+pytestmark = pytest.mark.usefixtures("module_one_thread")
+
+
+@pytest.fixture(scope="module")
+def crop(astronaut_rgb: np.ndarray) -> torch.Tensor:
+    face = locate_faces(astronaut_rgb)[0]
+    return to_tensor(warp_crop(astronaut_rgb, working_alignment(face.landmarks)))
+
+
+@pytest.fixture(scope="module")
+def target(insightface_images) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    from pareidolia.io import read_photo
+
+    rgb = read_photo(insightface_images / "t1.jpg").rgb
+    face = locate_faces(rgb)[0]
+    return to_tensor(warp_crop(rgb, working_alignment(face.landmarks)))
+
+
+def _refiner(surrogates: list[str], **kw: float) -> Refiner:
+    return Refiner(surrogates, "happy", RefineConfig(**kw), zoo_ensembles(256, "cpu"))  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def test_template_loss_is_zero_at_the_template_and_scale_free() -> None:
+    torch.manual_seed(0)
+    p = torch.rand(2, 68, 2) * 100
+    loss = LandmarkExpressionLoss.__new__(LandmarkExpressionLoss)
+    torch.nn.Module.__init__(loss)
+    idx = sorted(TEMPLATES["happy"])
+    loss.index = torch.tensor(idx)
+    loss.template = torch.tensor([TEMPLATES["happy"][i] for i in idx])
+    moved = p.clone()
+    iod = inter_ocular(p)
+    moved[:, idx] += loss.template * iod[:, None, None]
+    assert loss.loss_from_points(moved, p).abs().max() < 1e-10
+    assert loss.loss_from_points(p, p).min() > 0
+    # the same faces twice as large: same displacements in IOD units
+    np.testing.assert_allclose(displacements(2 * moved, 2 * p), displacements(moved, p), atol=1e-6)
+
+
+def test_template_loss_reaches_the_pixels_and_falls(crop: torch.Tensor) -> None:
+    r = _refiner(["sface"], steps=8, lr=0.1, max_shift=3.0, w_target=0, w_dodge=0, w_classifier=0)
+    before = r.geometry(crop, crop)
+    x = crop.clone().requires_grad_(True)
+    r.geometry(x, crop).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    out = r(crop, crop, r.embed(crop), [256])
+    after = r.geometry(out, crop)
+    assert after.item() < 0.8 * before.item()
+    moves = displacements(
+        r.geometry.points_net.landmarks(out), r.geometry.points_net.landmarks(crop)
+    )
+    assert float(-moves[0, [48, 54], 1].mean()) > 0  # mouth corners went up
+
+
+# ----------------------------------------------------------------------------- EOT
+
+
+def test_jpeg_in_the_loop_is_real_forward_and_identity_backward(crop: torch.Tensor) -> None:
+    x = crop.clone().requires_grad_(True)
+    y = jpeg_straight_through(x, [50])
+    assert (y - x).abs().max() > 1 / 255  # really compressed
+    y.sum().backward()
+    assert torch.allclose(x.grad, torch.ones_like(x))  # type: ignore[arg-type]
+
+
+def test_eot_copies_shape_and_first_copy_at_the_faces_own_size(crop: torch.Tensor) -> None:
+    gen = torch.Generator().manual_seed(0)
+    views = eot_copies(crop.repeat(2, 1, 1, 1), [64, 256], 3, gen, jpeg=False)
+    assert views.shape == (6, 3, 256, 256)
+    assert torch.equal(views[1], crop[0])  # a 256 px face at its own size: unchanged
+    assert (views[0] - crop[0]).abs().mean() > 0.005  # a 64 px face: resampled
+
+
+# ----------------------------------------------------------------------------- refinement
+
+
+def test_luminance_only_refinement_keeps_chroma_and_its_bound(
+    crop: torch.Tensor, target: torch.Tensor
+) -> None:
+    eps = 8 / 255
+    r = _refiner(
+        ["sface", "mobileface"],
+        steps=4,
+        lr=0.5,
+        max_shift=0.0,
+        lum_eps=eps,
+        w_geometry=0,
+        w_classifier=0,
+    )
+    out = r(crop, crop, r.embed(target), [256])
+    d = out - crop
+    assert d.abs().max() <= eps + 1e-6
+    inside = ((crop > 0.05) & (crop < 0.95)).all(1, keepdim=True).expand_as(d)
+    spread = d - d.mean(1, keepdim=True)  # equal on R, G and B: no chroma change
+    assert spread[inside].abs().max() < 1e-5
+    assert d.abs().max() > eps / 2  # and it did change the luminance
+
+
+def test_refinement_raises_target_similarity(crop: torch.Tensor, target: torch.Tensor) -> None:
+    r = _refiner(["sface", "mobileface"], steps=8, copies=1, lr=0.05)
+    t = r.embed(target)
+    out = r(crop, crop, t, [256])
+    sim = lambda x: sum(float((r.embed(x)[m] * t[m]).sum()) for m in t)  # noqa: E731
+    assert sim(out) > sim(crop) + 0.1
+
+
+def test_the_warp_leaves_the_blending_rim_alone(crop: torch.Tensor, target: torch.Tensor) -> None:
+    r = _refiner(["sface"], steps=6, lr=0.5, max_shift=4.0, lum_eps=0.0, copies=1)
+    out = r(crop, crop, r.embed(target), [256])
+    mask = torch.from_numpy(np.array(face_mask(256)))
+    assert (out - crop)[0][:, mask <= 0.5].abs().max() < 1e-5  # no displacement near the seam
+    assert (out - crop)[0][:, mask > 0.9].abs().max() > 0.05  # but the face did move
+
+
+def test_refinement_starts_from_the_edit_with_the_originals_chroma(crop: torch.Tensor) -> None:
+    r = _refiner(["sface"], steps=0)
+    tinted = (crop + torch.tensor([0.1, -0.05, 0.05]).view(1, 3, 1, 1)).clamp(0, 1)
+    out = r(crop, tinted, r.embed(crop), [256])
+    assert torch.allclose(out, restore_chroma_tensor(crop, tinted))
+
+
+def test_refinement_moves_the_held_out_model(crop: torch.Tensor, target: torch.Tensor) -> None:
+    """Optimised against sface, faceres and mobileface only: dlib (held out) moves toward the
+    target and away from the original."""
+    from pareidolia.faces.align import ChipSampler
+    from pareidolia.zoo import registry
+
+    r = _refiner(["sface", "faceres", "mobileface"], steps=20, lr=0.05)
+    out = r(crop, crop, r.embed(target), [256])
+    dlib = registry.load("dlib", "cpu")
+    chip = ChipSampler(registry.get("dlib").chip, 256)
+    with torch.no_grad():
+        e = {k: dlib(chip(v)) for k, v in {"o": crop, "p": out, "t": target}.items()}
+    th = thresholds("dlib")
+    assert float(th.score(e["p"], e["t"])) < float(th.score(e["o"], e["t"])) - 0.02
+    assert float(th.score(e["p"], e["o"])) > 0.05
+
+
+def test_bad_config_is_one_clear_error() -> None:
+    from pareidolia.errors import UserError
+
+    with pytest.raises(UserError, match="copies"):
+        RefineConfig(copies=0)
