@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pareidolia.baselines import BASELINES
 from pareidolia.colour import colour_shift
 from pareidolia.default_protectors import default_protector, default_target_crop
 from pareidolia.evaluation.protocol import target_test_photo
@@ -50,6 +53,7 @@ from pareidolia.faces.blend import face_mask
 from pareidolia.io import read_photo
 from pareidolia.locate import locate_faces
 from pareidolia.objectives.geometry import displacements
+from pareidolia.objectives.identity import IdentityLoss, SurrogateEnsemble
 from pareidolia.objectives.landmarks import LaplacianLoss
 from pareidolia.protect import ProtectOptions, edit_crops
 from pareidolia.protector import Protector
@@ -60,6 +64,7 @@ from pareidolia.zoo.spec import EMOTIONS
 from pareidolia.zoo.thresholds import thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
+Editor = Callable[[torch.Tensor, list[int]], torch.Tensor]  # crops, faces' sides → edited crops
 FR = ["dlib", "sface", "faceres", "mobileface"]
 FACE_RECOGNITION = "face_recognition-1.3.0/face_recognition-1.3.0/tests/test_images"
 SIZE = 256
@@ -69,14 +74,12 @@ ROWS: dict[str, dict[str, Any]] = {
     "fast": {"mode": "fast"},
     "fast-no-chroma": {"mode": "fast", "chroma": False},
     "default": {},
+    "natural": {"strength": "natural"},
     "strong": {"strength": "strong"},
     "default-no-chroma": {"chroma": False},
     "default-no-geometry": {"refine": {"w_geometry": 0.0}},
     "refine-only": {"map_strength": 0.0},
-    "lum-eot": {
-        "map_strength": 0.0,
-        "refine": {"max_shift": 0.0, "w_geometry": 0.0, "w_classifier": 0.0},
-    },
+    "lum-eot": {},  # the baseline (pareidolia.baselines.lumeot), ±12/255, no MAP, no warp
 }
 
 
@@ -139,19 +142,38 @@ class Judges:
         return self.points.landmarks(to_tensor(crops))
 
 
-REAL_TARGET_ROWS = ("none", "fast", "default", "strong")  # the other rows: synthetic target only
+REAL_TARGET_ROWS = (
+    "none",
+    "fast",
+    "default",
+    "natural",
+    "strong",
+)  # the other rows: synthetic target only
 
 
 def _options(row: str, surrogates: tuple[str, ...]) -> ProtectOptions:
     spec = dict(ROWS[row])
-    base, strength = STRENGTHS[spec.pop("strength", "natural")]
+    base, strength = STRENGTHS[spec.pop("strength", "balanced")]
     refine = dataclasses.replace(base, **spec.pop("refine", {}))
     spec.setdefault("map_strength", strength)
     return ProtectOptions(robustness=False, refine=refine, surrogates=surrogates, **spec)
 
 
+def _map_edit(
+    protector: Protector, options: ProtectOptions, crops: torch.Tensor, side: list[int]
+) -> torch.Tensor:
+    return edit_crops(protector, crops, options, side)
+
+
+def lum_eot_editor(surrogates: tuple[str, ...], target_crop: np.ndarray) -> Editor:
+    """The lum-eot baseline as a crop editor (its default budget, ±12/255)."""
+    loss = IdentityLoss(SurrogateEnsemble(list(surrogates)), to_tensor(target_crop))
+    method = BASELINES["lum-eot"]()
+    return lambda crops, side: method.protect(crops, loss)
+
+
 def protect_all(
-    faces: list[Face], protector: Protector, options: ProtectOptions
+    faces: list[Face], edit: Editor
 ) -> tuple[list[np.ndarray], list[np.ndarray], float]:
     """Protect every photo whole; returns per face the crop of the written photo, the crop of
     the photo after a social-network upload, and the seconds per face."""
@@ -169,7 +191,7 @@ def protect_all(
         orig = [faces[i].crop for i in idx]
         t = time.perf_counter()
         side = [max(8, round(SIZE / a.scale)) for a in aligns]
-        edited = edit_crops(protector, to_tensor(orig), options, side)
+        edited = edit(to_tensor(orig), side)
         out = rgb.copy()
         for a, c, e in zip(aligns, orig, edited, strict=True):
             e8 = (e.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
@@ -361,6 +383,11 @@ def main() -> None:
                 targets = [("synthetic", protector.target_embeddings), ("obama", obama_target)]
                 for target_name, target in targets[: 2 if row in REAL_TARGET_ROWS else 1]:
                     p = dataclasses.replace(protector, target_embeddings=dict(target))
+                    if row == "lum-eot":
+                        crop = synthetic if target_name == "synthetic" else obama_enroll
+                        edit = lum_eot_editor(surrogates, crop)
+                    else:
+                        edit = functools.partial(_map_edit, p, opts)
                     if row == "none":
                         crops = [f.crop for f in faces]
                         uploaded = [
@@ -376,7 +403,7 @@ def main() -> None:
                         ]
                         s = 0.0
                     else:
-                        crops, uploaded, s = protect_all(faces, p, opts)
+                        crops, uploaded, s = protect_all(faces, edit)
                     r = evaluate(j, faces, crops, uploaded, victims, enroll, args.emotion)
                     secs.append(s)
                     for v, d in r["victims"].items():

@@ -12,6 +12,7 @@ landmark moves, and seconds per face. Prints one JSON line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from pareidolia.facesets import load_faceset
 from pareidolia.objectives.geometry import displacements
 from pareidolia.objectives.identity import zoo_ensembles
 from pareidolia.objectives.landmarks import LaplacianLoss
-from pareidolia.protector import apply_protector
+from pareidolia.protector import apply_protector, apply_protector_guided, to_crop
 from pareidolia.quality import psnr, ssim
 from pareidolia.refine import RefineConfig, Refiner
 from pareidolia.zoo.thresholds import thresholds
@@ -42,6 +43,11 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--save", type=Path)
     ap.add_argument("--alpha", type=float, default=1.0, help="strength of the MAP edit")
+    ap.add_argument(
+        "--prior-only",
+        action="store_true",
+        help="the untuned prior in place of the protector (the shipped one saw these faces)",
+    )
     args = ap.parse_args()
     overrides = {}
     for kv in args.set:
@@ -60,16 +66,22 @@ def main() -> None:
     x0 = to_tensor(crops)
     protector = default_protector(args.emotion)
     surrogates = list(protector.config.surrogates)
-    target = to_tensor(default_target_crop())
+    if args.prior_only:
+        protector = dataclasses.replace(protector, unet=protector.base_unet)
+    refiner = Refiner(surrogates, args.emotion, cfg, zoo_ensembles(256, "cpu"))
+    t_emb = {m: protector.target_embeddings[m] for m in surrogates}
+    own_side = [min(256, side[n]) for n in names]
     t = time.perf_counter()
-    with torch.no_grad():
-        mapped = torch.cat([apply_protector(protector, x0[i : i + 1]) for i in range(len(x0))])
+    if cfg.guide_steps > 0:
+        guide = refiner.guide(x0, t_emb, own_side, lambda x: to_crop(x, 256))
+        mapped = apply_protector_guided(protector, x0, guide)
+    else:
+        with torch.no_grad():
+            mapped = apply_protector(protector, x0)
     t_map = (time.perf_counter() - t) / len(x0)
     mapped = x0 + args.alpha * (mapped - x0)
-    refiner = Refiner(surrogates, args.emotion, cfg, zoo_ensembles(256, "cpu"))
-    t_emb = refiner.embed(target)
     t = time.perf_counter()
-    out = refiner(x0, mapped, t_emb, [min(256, side[n]) for n in names])
+    out = refiner(x0, mapped, t_emb, own_side)
     t_ref = (time.perf_counter() - t) / len(x0)
     mask = face_mask(256)
     pasted = x0 + torch.from_numpy(np.array(mask))[None, None] * (out - x0)

@@ -41,11 +41,15 @@ from pareidolia.protect import (
     protect_photo,
 )
 from pareidolia.protector import Protector, save_protector
+from pareidolia.refine import RefineConfig
 from pareidolia.zoo import registry
 from pareidolia.zoo.spec import EMOTIONS
 
 FR = registry.names("fr")
-QUICK = ProtectOptions(robustness=False)
+# The pipeline tests here are about files, faces and reports, not the refinement's strength
+# (tests/test_refine.py): two cheap refinement steps keep them fast.
+CHEAP = RefineConfig(steps=2, copies=1)
+QUICK = ProtectOptions(robustness=False, refine=CHEAP)
 
 
 def _sha(path: Path) -> str:
@@ -87,6 +91,9 @@ def astronaut_run(
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``pareidolia ARGV``; ``protect`` gets ``--steps 2`` unless the test sets the mode."""
+    if argv[:1] == ["protect"] and not {"--fast", "--steps", "--strength"} & set(argv):
+        argv = [*argv, "--steps", "2"]
     rc = main(argv)
     out, err = capsys.readouterr()
     return rc, out, err
@@ -246,7 +253,7 @@ def test_gps_stripped_by_default_kept_on_request(
     astronaut_rgb: np.ndarray, protector_file: Path, tmp_path: Path
 ) -> None:
     src = _gps_jpeg(astronaut_rgb, tmp_path / "gps.jpg")
-    common = [str(src), "--protector", str(protector_file), "--no-robustness"]
+    common = [str(src), "--protector", str(protector_file), "--no-robustness", "--steps", "2"]
     assert main(["protect", *common, "-o", str(tmp_path / "strip")]) == 0
     assert main(["protect", *common, "-o", str(tmp_path / "keep"), "--keep-metadata"]) == 0
     with Image.open(tmp_path / "strip" / "gps_protected.jpg") as img:
@@ -306,7 +313,7 @@ def test_small_faces_skipped_with_exit_1(
 def test_min_face_option_partial(
     insightface_images: Path, protector: Protector, tmp_path: Path
 ) -> None:
-    options = ProtectOptions(out_dir=tmp_path, min_face=104, robustness=False)
+    options = ProtectOptions(out_dir=tmp_path, min_face=104, robustness=False, refine=CHEAP)
     (report,) = protect_files([insightface_images / "t1.jpg"], protector, options)
     assert report.status == "partial" and exit_status([report]) == 1
     assert len(report.faces) + len(report.skipped) == 6 and report.skipped and report.faces
@@ -405,13 +412,28 @@ def test_corrupt_protector_exit_2(
     assert not any((tmp_path / "out").iterdir())
 
 
-def test_target_without_adapt_exit_2(
+def test_target_with_fast_and_without_adapt_exit_2(
     astronaut_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc, _, err = _run(
-        ["protect", str(astronaut_path), "--target", str(astronaut_path), "--adapt", "0"], capsys
-    )
+    argv = ["protect", str(astronaut_path), "--target", str(astronaut_path), "--fast"]
+    rc, _, err = _run([*argv, "--adapt", "0"], capsys)
     assert rc == 2 and "--adapt" in err
+
+
+def test_retarget_points_every_model_at_the_new_face(
+    insightface_images: Path, protector: Protector
+) -> None:
+    from pareidolia.protect import retarget
+
+    rgb = read_photo(insightface_images / "t1.jpg").rgb
+    face = locate_faces(rgb)[1]
+    crop = to_tensor(warp_crop(rgb, working_alignment(face.landmarks)))
+    moved = retarget(protector, crop)
+    assert set(moved.target_embeddings) == set(registry.names("fr"))
+    for m, e in moved.target_embeddings.items():
+        assert float(e.norm()) == pytest.approx(1.0, abs=1e-4)
+        assert not np.allclose(e.numpy(), protector.target_embeddings[m].numpy())
+    assert moved.unet is protector.unet
 
 
 def test_adapt_needs_a_target(astronaut_path: Path, protector: Protector) -> None:
@@ -436,7 +458,9 @@ def test_grey_rgba_and_16bit_pngs(
     with Image.open(folder / "deep.png") as img:
         assert img.mode.startswith("I")
     out = tmp_path / "out"
-    reports = protect_files([folder], protector, ProtectOptions(out_dir=out, robustness=False))
+    reports = protect_files(
+        [folder], protector, ProtectOptions(out_dir=out, robustness=False, refine=CHEAP)
+    )
     assert [r.status for r in reports] == ["protected"] * 3, [r.to_dict() for r in reports]
     assert _files(out) == {"deep_protected.png", "grey_protected.png", "rgba_protected.png"}
     with Image.open(out / "rgba_protected.png") as img:
@@ -460,7 +484,7 @@ def test_adapt_one_step(astronaut_path: Path, protector: Protector) -> None:
     face = locate_faces(photo.rgb)[0]
     target = to_tensor(warp_crop(photo.rgb[:, ::-1].copy(), working_alignment(face.landmarks)))
     calls: list[tuple[str, int, int]] = []
-    options = ProtectOptions(adapt_steps=1, robustness=False)
+    options = ProtectOptions(adapt_steps=1, robustness=False, refine=CHEAP)
     _, report = protect_photo(
         photo, protector, options, lambda *a: calls.append(a), target_crop=target
     )
@@ -561,7 +585,9 @@ def test_other_write_errors_go_into_the_report(
     out = tmp_path / "out"
     _disk_with_room(monkeypatch, 0, code)
     src = big_and_small / "b_small.jpg"
-    reports = protect_files([src], protector, ProtectOptions(out_dir=out, robustness=False))
+    reports = protect_files(
+        [src], protector, ProtectOptions(out_dir=out, robustness=False, refine=CHEAP)
+    )
     assert [r.status for r in reports] == ["error"] and exit_status(reports) == 2
     assert reports[0].output is None and reports[0].faces  # measured, then not written
     assert reports[0].error is not None and said in reports[0].error.lower()
@@ -677,11 +703,9 @@ def test_fast_mode_is_the_protectors_pass_with_the_originals_chroma(
 def test_default_mode_refines_every_face_in_one_batch_and_reports_colour(
     insightface_images: Path, protector: Protector
 ) -> None:
-    from pareidolia.refine import RefineConfig
-
     photo = read_photo(insightface_images / "t1.jpg")
     calls: list[tuple[str, int, int]] = []
-    options = ProtectOptions(robustness=False, refine=RefineConfig(steps=2, copies=1))
+    options = ProtectOptions(robustness=False, refine=CHEAP)
     _, report = protect_photo(photo, protector, options, lambda *a: calls.append(a))
     assert len(report.faces) == 6
     refine = [c for c in calls if c[0] == "refine"]
@@ -699,3 +723,18 @@ def test_mode_flags_are_checked(astronaut_path: Path, capsys: pytest.CaptureFixt
         ProtectOptions(map_strength=1.5)
     with pytest.raises(UserError):
         ProtectOptions(mode="slow")  # type: ignore[arg-type]
+
+
+def test_guided_generation_changes_the_protectors_pass(
+    astronaut_path: Path, protector: Protector
+) -> None:
+    """With refine.guide_steps > 0 the protector's generation is identity-guided (ours)."""
+    from pareidolia.protect import edit_crops
+
+    photo = read_photo(astronaut_path)
+    face = locate_faces(photo.rgb)[0]
+    crop = to_tensor(warp_crop(photo.rgb, working_alignment(face.landmarks)))
+    plain = edit_crops(protector, crop, ProtectOptions(refine=RefineConfig(steps=0)), [256])
+    guided_options = ProtectOptions(refine=RefineConfig(steps=0, guide_steps=1, guide_size=0.01))
+    guided = edit_crops(protector, crop, guided_options, [256])
+    assert (guided - plain).abs().mean() > 0.5 / 255

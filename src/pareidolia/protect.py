@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,7 +59,13 @@ from pareidolia.io import (
 )
 from pareidolia.locate import locate_faces
 from pareidolia.objectives.identity import EnsembleFactory, zoo_ensembles
-from pareidolia.protector import Protector, apply_protector, finetune
+from pareidolia.protector import (
+    Protector,
+    apply_protector,
+    apply_protector_guided,
+    finetune,
+    to_crop,
+)
 from pareidolia.quality import psnr, ssim
 from pareidolia.refine import RefineConfig, Refiner
 from pareidolia.zoo import registry
@@ -84,6 +90,7 @@ __all__ = [
     "expand_inputs",
     "protect_files",
     "protect_photo",
+    "retarget",
 ]
 
 FAR = "0.01"
@@ -452,6 +459,35 @@ def _refiner(surrogates: tuple[str, ...], emotion: str, config: RefineConfig) ->
     return Refiner(surrogates, emotion, config, zoo_ensembles(WORKING_SIZE, "cpu"))
 
 
+def retarget(protector: Protector, target_crop: torch.Tensor) -> Protector:
+    """``protector`` aiming at ``target_crop`` (1, 3, S, S) in [0, 1]: the target embeddings of
+    every zoo FR model become the crop's (what the refinement pulls toward and the report
+    scores against; the protector's weights are unchanged)."""
+    names = registry.names("fr")
+    with torch.no_grad():
+        emb = zoo_ensembles(WORKING_SIZE, "cpu")(names)(target_crop.float())
+    return replace(
+        protector, target_embeddings={m: e.mean(0, keepdim=True) for m, e in emb.items()}
+    )
+
+
+def _refinement(
+    protector: Protector, options: ProtectOptions
+) -> tuple[Refiner, dict[str, torch.Tensor]] | None:
+    """The refiner and its target embeddings for ``options``; None in mode ``fast``."""
+    c = options.refine
+    if options.mode != "refine" or (c.steps == 0 and c.guide_steps == 0):
+        return None
+    names = options.surrogates or tuple(
+        m for m in registry.names("fr") if m in protector.target_embeddings
+    )
+    missing = [m for m in names if m not in protector.target_embeddings]
+    if missing:
+        raise UserError(f"the protector has no target embedding for {', '.join(missing)}")
+    refiner = _refiner(tuple(names), protector.config.emotion, c)
+    return refiner, {m: protector.target_embeddings[m] for m in names}
+
+
 def edit_crops(
     protector: Protector,
     crops: torch.Tensor,
@@ -459,34 +495,34 @@ def edit_crops(
     own_side: Sequence[int],
     progress: Progress | None = None,
 ) -> torch.Tensor:
-    """Edit working crops (N, 3, S, S) in [0, 1] as ``options`` says: the MAP protector's pass,
-    kept at ``map_strength`` with the original chroma, then (mode ``refine``) the per-face
-    refinement toward the protector's target. ``own_side[i]``: face i's crop side in photo
-    pixels. Batches of :data:`BATCH` faces."""
+    """Edit working crops (N, 3, S, S) in [0, 1] as ``options`` says: the MAP protector's pass
+    (identity-guided when ``refine.guide_steps`` > 0), kept at ``map_strength`` with the
+    original chroma, then (mode ``refine``) the per-face refinement toward the protector's
+    target. ``own_side[i]``: face i's crop side in photo pixels. Batches of :data:`BATCH`."""
     out = []
     n = crops.shape[0]
+    refinement = _refinement(protector, options)
     for lo in range(0, n, BATCH):
         x0 = crops[lo : lo + BATCH]
-        edited = apply_protector(protector, x0)
+        side = own_side[lo : lo + BATCH]
+        if refinement is not None and options.refine.guide_steps > 0:
+            refiner, target = refinement
+            guide = refiner.guide(x0, target, side, partial(to_crop, size=x0.shape[-1]))
+            edited = apply_protector_guided(protector, x0, guide)
+        else:
+            edited = apply_protector(protector, x0)
         if options.mode == "refine":
             edited = x0 + options.map_strength * (edited - x0)
         if options.chroma:
             edited = restore_chroma_tensor(x0, edited)
-        if options.mode == "refine" and options.refine.steps > 0:
-            names = options.surrogates or tuple(
-                m for m in registry.names("fr") if m in protector.target_embeddings
-            )
-            missing = [m for m in names if m not in protector.target_embeddings]
-            if missing:
-                raise UserError(f"the protector has no target embedding for {', '.join(missing)}")
-            refiner = _refiner(tuple(names), protector.config.emotion, options.refine)
-            target = {m: protector.target_embeddings[m] for m in names}
+        if refinement is not None and options.refine.steps > 0:
+            refiner, target = refinement
 
             def step(done: int, total: int, lo: int = lo, size: int = len(x0)) -> None:
                 if progress is not None:
                     progress("refine", lo * total + done * size, n * total)
 
-            edited = refiner(x0, edited, target, own_side[lo : lo + BATCH], step)
+            edited = refiner(x0, edited, target, side, step)
         out.append(edited)
         if progress is not None:
             progress("faces", min(n, lo + BATCH), n)
@@ -683,6 +719,13 @@ def protect_files(
     """
     if options.adapt_steps > 0 and target_crop is None:
         raise UserError("--adapt needs a target face to adapt toward; pass --target IMG")
+    if target_crop is not None and options.adapt_steps == 0:
+        if options.mode == "fast":
+            raise UserError(
+                "a target of your own needs the refinement or --adapt STEPS; --fast alone "
+                "only knows the protector's target"
+            )
+        protector = retarget(protector, target_crop)
     files = expand_inputs(paths, options.out_dir)
     folders = [options.out_dir] if options.out_dir is not None else [f.parent for f in files]
     for folder in dict.fromkeys(folders):

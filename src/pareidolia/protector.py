@@ -45,7 +45,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -58,7 +58,7 @@ from safetensors.torch import save as st_save
 from tqdm import tqdm
 
 from pareidolia.diffusion.cache import LatentCache, LatentKey
-from pareidolia.diffusion.ddim import generate, invert, unet_eps
+from pareidolia.diffusion.ddim import generate, guided_generate, invert, unet_eps
 from pareidolia.diffusion.hashing import tensors_sha256
 from pareidolia.diffusion.models import model_hash
 from pareidolia.diffusion.schedule import ScoreModelConfig
@@ -689,6 +689,32 @@ def apply_protector(protector: Protector, faces_0_1: torch.Tensor) -> torch.Tens
         x_t0 = invert(unet_eps(protector.base_unet), ac, x, c.t0, c.n_inv)
         x_hat = generate(unet_eps(protector.unet), ac, x_t0, c.t0, c.n_gen)
     return _from_net(x_hat, faces_0_1.shape[-1])
+
+
+def apply_protector_guided(
+    protector: Protector,
+    faces_0_1: torch.Tensor,
+    guide: Callable[[torch.Tensor, int], torch.Tensor],
+) -> torch.Tensor:
+    """:func:`apply_protector` with identity guidance [ours]: at every generation step the
+    protector's clean estimate x̂₀ (network space, [−1, 1]) is corrected by ``guide(x̂₀, t)``
+    before it is re-noised (:func:`~pareidolia.diffusion.ddim.guided_generate`), so the
+    score network carries the correction on through the remaining steps."""
+    _check_faces(faces_0_1, "faces_0_1")
+    cfg, c = protector.base_cfg, protector.config
+    dev = next(protector.unet.parameters()).device
+    ac = cfg.alphas_cumprod()
+    x = _to_net(faces_0_1.detach().to(dev, torch.float32), cfg.resolution)
+    with torch.no_grad():
+        x_t0 = invert(unet_eps(protector.base_unet), ac, x, c.t0, c.n_inv)
+    x_hat = guided_generate(unet_eps(protector.unet), ac, x_t0, c.t0, c.n_gen, guide)
+    return _from_net(x_hat, faces_0_1.shape[-1])
+
+
+def to_crop(x_net: torch.Tensor, size: int) -> torch.Tensor:
+    """Network-space images ([−1, 1], any resolution) → [0, 1] crops of ``size`` px
+    (differentiable; what a guide measures)."""
+    return _from_net(x_net, size)
 
 
 def iter_log(out_dir: str | Path) -> Iterator[dict[str, Any]]:

@@ -130,3 +130,31 @@ def test_checkpointing_gives_the_same_result_and_gradients() -> None:
     torch.testing.assert_close(y_ckpt, y_plain)
     for a, b in zip(g_ckpt, g_plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_guided_generate_with_an_identity_guide_is_generate() -> None:
+    from pareidolia.diffusion.ddim import guided_generate
+
+    eps, ac = unet_eps(tiny_unet()), AC
+    x_t = invert(eps, ac, faces(), 60, 5)
+    with torch.no_grad():
+        plain = generate(eps, ac, x_t, 60, 4)
+    seen: list[int] = []
+
+    def record(x0: torch.Tensor, t: int) -> torch.Tensor:
+        seen.append(t)
+        return x0
+
+    guided = guided_generate(eps, ac, x_t, 60, 4, record)
+    assert torch.allclose(guided, plain, atol=1e-5)
+    assert seen == sorted(timestep_grid(60, 4), reverse=True)  # once per step, t0 first
+
+
+def test_guided_generate_carries_the_correction_to_the_output() -> None:
+    from pareidolia.diffusion.ddim import guided_generate
+
+    eps, ac = unet_eps(tiny_unet()), AC
+    x_t = invert(eps, ac, faces(), 60, 5)
+    plain = guided_generate(eps, ac, x_t, 60, 4, lambda x0, t: x0)
+    brighter = guided_generate(eps, ac, x_t, 60, 4, lambda x0, t: x0 + 0.05)
+    assert float((brighter - plain).mean()) > 0.1  # four corrections of 0.05, carried on

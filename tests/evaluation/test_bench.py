@@ -73,8 +73,13 @@ def test_offline_quick_runs_end_to_end(tmp_path: Path, one_thread: None) -> None
     results = _check_outputs(out)
     methods = {c["method"] for c in results["cells"]}
     assert methods == {
-        "none", "map", "map-adapt", "pgd-8", "pgd-16", "fgsm", "mi-fgsm", "ti-dim", "tip-im"
+        "none", "map", "map-adapt", "pgd-8", "pgd-16", "fgsm", "mi-fgsm", "ti-dim", "tip-im",
+        "lum-eot-8", "lum-eot-12", "lum-eot-16",
     }  # fmt: skip
+    for c in results["cells"]:
+        assert 0.0 <= c["de00_mean"] <= c["de00_p95"]
+        if c["method"] == "none":
+            assert c["de00_p95"] == 0.0
     assert results["methods"]["map-adapt"]["overrides"] == {"adapt_steps": 1}  # --quick
     assert {c["victim"] for c in results["cells"]} == {"dlib", "sface"}
     assert results["map"]["dlib"]["source"] == str(given)

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from pareidolia.protector import Protector
 
 DEFAULT_TARGET_ADAPT = 20
-"""Adaptation steps used when ``--target`` is given without ``--adapt``."""
+"""Adaptation steps used when ``--target`` is given with ``--fast`` and without ``--adapt``
+(the default refinement retargets each face itself)."""
 
 
 def add_protect_parser(sub: Any) -> None:
@@ -54,15 +55,15 @@ def add_protect_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--strength",
-        choices=("natural", "strong"),
-        help="refinement preset: natural (default; face PSNR about 30 dB or more) or strong "
-        "(more protection, a visible change)",
+        choices=("natural", "balanced", "strong"),
+        help="refinement preset: natural (least visible, weakest), balanced (default) or "
+        "strong (most protection, a visible change)",
     )
     p.add_argument(
         "--steps",
         type=int,
         metavar="N",
-        help="refinement steps per face (default 24; 0: the MAP edit at the preset's strength alone)",
+        help="refinement steps per face (default 30; 0: the MAP edit at the preset's strength alone)",
     )
     p.add_argument(
         "--no-chroma-restore",
@@ -91,14 +92,14 @@ def _options(args: argparse.Namespace) -> ProtectOptions:
         raise UserError("use either --protector or --emotion, not both")
     adapt = args.adapt
     if adapt is None:
-        adapt = DEFAULT_TARGET_ADAPT if args.target else 0
-    if args.target and adapt <= 0:
-        raise UserError("--target needs --adapt STEPS > 0 (the protector is adapted to it)")
+        adapt = DEFAULT_TARGET_ADAPT if args.target and args.fast else 0
+    if args.target and args.fast and adapt <= 0:
+        raise UserError("--target with --fast needs --adapt STEPS > 0 (the protector is adapted)")
     if args.steps is not None and args.steps < 0:
         raise UserError(f"--steps must be 0 or more, got {args.steps}")
     if args.fast and (args.steps is not None or args.strength):
         raise UserError("--fast is the one-pass MAP edit; it takes neither --steps nor --strength")
-    refine, map_strength = STRENGTHS[args.strength or "natural"]
+    refine, map_strength = STRENGTHS[args.strength or "balanced"]
     if args.steps is not None:
         refine = replace(refine, steps=args.steps)
     return ProtectOptions(
@@ -133,13 +134,13 @@ def _protector(args: argparse.Namespace) -> Protector:
 
 
 def _target(args: argparse.Namespace, adapt: int) -> torch.Tensor | None:
-    """The target crop to adapt toward: ``--target``, else the shipped default target."""
-    if adapt <= 0:
-        return None
+    """The target crop: ``--target``; else, when adapting, the shipped default target."""
     if args.target:
         from pareidolia.locate import target_face
 
         return target_face(Path(args.target))
+    if adapt <= 0:
+        return None
     from pareidolia.default_protectors import default_target_crop
     from pareidolia.faces.align import to_tensor
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -123,4 +124,29 @@ def generate(
             x = _checkpoint(ddim_step, model, alphas_cumprod, x, t, t_next, use_reentrant=False)
         else:
             x = ddim_step(model, alphas_cumprod, x, t, t_next)
+    return x
+
+
+def guided_generate(
+    model: EpsModel,
+    alphas_cumprod: torch.Tensor,
+    x_t0: torch.Tensor,
+    t0: int,
+    n_steps: int,
+    guide: Callable[[torch.Tensor, int], torch.Tensor],
+) -> torch.Tensor:
+    """:func:`generate` without autograd through the network, with ``guide(x̂₀, t)`` correcting
+    each step's clean estimate before it is re-noised with the same ε (guidance on x̂₀, as in
+    universal guidance): x_t' = √ᾱ_t'·guide(x̂₀) + √(1−ᾱ_t')·ε. The last step returns the
+    guided x̂₀ itself."""
+    grid = _checked_grid(alphas_cumprod, t0, n_steps)
+    targets = (CLEAN, *grid[:-1])
+    x = x_t0
+    for t, t_next in zip(reversed(grid), reversed(targets), strict=True):
+        a_t, a_next = alpha_bar(alphas_cumprod, t), alpha_bar(alphas_cumprod, t_next)
+        with torch.no_grad():
+            eps = model(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
+            x0 = (x - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
+        x0 = guide(x0, t).detach()
+        x = math.sqrt(a_next) * x0 + math.sqrt(1.0 - a_next) * eps
     return x

@@ -580,6 +580,7 @@ def cell_metrics(
         "mean_score_to_target": imp["mean_score"],
         "dodging": M.dodging_rate(rule, victim_emb, judges.originals[victim], HEADLINE_FAR),
         **M.quality(originals, protected),
+        **M.colour_shifts(originals, protected),
         "judge_rate": judge_rate(to_tensor(list(protected)).to(device), emotion),
         "robust_psr": robust,
         "fid": M.optional_metric(

@@ -1,5 +1,5 @@
 """The benchmark's numbers, free of any protocol: match rates at FAR levels, dodging, image
-quality (PSNR, SSIM, and FID / LPIPS with user-supplied weights), robustness variants and the
+quality (PSNR, SSIM, CIEDE2000 colour shift, and FID / LPIPS with user-supplied weights), robustness variants and the
 residual power spectrum (METHOD.md §5, figure 2).
 
 Everything takes embeddings, decision rules or uint8 pictures (the images a user would get), so
@@ -16,8 +16,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from pareidolia.colour import colour_shift
 from pareidolia.errors import UserError
 from pareidolia.evaluation.variants import jpeg, rescale
+from pareidolia.faces.blend import face_mask
 from pareidolia.quality import psnr, ssim
 from pareidolia.zoo.thresholds import FARS
 
@@ -82,6 +84,17 @@ def quality(originals: np.ndarray, protected: np.ndarray) -> dict[str, float]:
     return {
         "psnr": float(np.mean([capped_psnr(a, b) for a, b in pairs])),
         "ssim": float(np.mean([ssim(a, b) for a, b in pairs])),
+    }
+
+
+def colour_shifts(originals: np.ndarray, protected: np.ndarray) -> dict[str, float]:
+    """Mean over faces of the CIEDE2000 colour shift's mean and 95th percentile over the face
+    oval of uint8 (N, S, S, 3) working crops (:func:`pareidolia.colour.colour_shift`)."""
+    mask = face_mask(originals.shape[1])
+    shifts = [colour_shift(a, b, mask) for a, b in zip(originals, protected, strict=True)]
+    return {
+        "de00_mean": float(np.mean([m for m, _ in shifts])),
+        "de00_p95": float(np.mean([p for _, p in shifts])),
     }
 
 

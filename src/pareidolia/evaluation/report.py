@@ -40,7 +40,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     robust PSR (JPEG 75 / 0.5× resize, FAR 0.01) and seconds per face."""
     paper = results["protocol"] == "paper"
     head = ["method", "victim", "PSR@0.1", "PSR@0.01", "PSR@0.001", "dodging", "PSNR (dB)",
-            "SSIM", "judge rate", "robust PSR (JPEG75 / 0.5×)", "s/face"]  # fmt: skip
+            "SSIM", "ΔE00 mean / p95", "judge rate", "robust PSR (JPEG75 / 0.5×)",
+            "s/face"]  # fmt: skip
     if paper:
         head.insert(0, "dataset")
     lines = [
@@ -63,6 +64,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             _pct(c["dodging"]),
             "∞" if c["psnr"] >= PSNR_CAP else f"{c['psnr']:.2f}",
             f"{c['ssim']:.3f}",
+            f"{c['de00_mean']:.2f} / {c['de00_p95']:.1f}" if "de00_mean" in c else "–",
             _pct(c["judge_rate"]),
             f"{_pct(c['robust_psr']['jpeg75'])} / {_pct(c['robust_psr']['resize0.5'])}",
             f"{c['seconds_per_face']:.2f}",
