@@ -72,13 +72,18 @@ SIZE = 256
 ROWS: dict[str, dict[str, Any]] = {
     "none": {},
     "fast": {"mode": "fast"},
-    "fast-no-chroma": {"mode": "fast", "chroma": False},
-    "default": {},
+    "default": {},  # the balanced preset
     "natural": {"strength": "natural"},
     "strong": {"strength": "strong"},
-    "default-no-chroma": {"chroma": False},
-    "default-no-geometry": {"refine": {"w_geometry": 0.0}},
-    "refine-only": {"map_strength": 0.0},
+    # ablations of our additions, on the natural preset
+    "natural-no-chroma": {"strength": "natural", "chroma": False},
+    "natural-no-geometry": {"strength": "natural", "refine": {"w_geometry": 0.0}},
+    "natural-refine-only": {"strength": "natural", "map_strength": 0.0},
+    "natural-lum-only": {
+        "strength": "natural",
+        "map_strength": 0.0,
+        "refine": {"max_shift": 0.0, "w_geometry": 0.0, "w_classifier": 0.0},
+    },
     "lum-eot": {},  # the baseline (pareidolia.baselines.lumeot), ±12/255, no MAP, no warp
 }
 

@@ -23,6 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pareidolia.cli import main
@@ -738,3 +739,28 @@ def test_guided_generation_changes_the_protectors_pass(
     guided_options = ProtectOptions(refine=RefineConfig(steps=0, guide_steps=1, guide_size=0.01))
     guided = edit_crops(protector, crop, guided_options, [256])
     assert (guided - plain).abs().mean() > 0.5 / 255
+
+
+def test_chroma_restoration_switches_in_the_default_mode_too(
+    astronaut_path: Path, protector: Protector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pareidolia.protect as pipeline
+
+    photo = read_photo(astronaut_path)
+    face = locate_faces(photo.rgb)[0]
+    crop = to_tensor(warp_crop(photo.rgb, working_alignment(face.landmarks)))
+    tint = (crop * torch.tensor([1.1, 0.9, 1.0]).view(1, 3, 1, 1)).clamp(0, 1)
+    monkeypatch.setattr(pipeline, "apply_protector", lambda p, x: tint)  # a pass that tints
+    out = {
+        c: pipeline.edit_crops(
+            protector, crop, ProtectOptions(refine=RefineConfig(steps=1, copies=1), chroma=c), [256]
+        )
+        for c in (True, False)
+    }
+
+    def chroma_change(x: torch.Tensor) -> float:
+        return float(
+            ((x - x.mean(1, keepdim=True)) - (crop - crop.mean(1, keepdim=True))).abs().mean()
+        )
+
+    assert chroma_change(out[True]) < 0.3 * chroma_change(out[False])

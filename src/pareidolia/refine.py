@@ -3,8 +3,9 @@ field, optimised per face against the surrogate FR models with expectation over 
 
 The MAP protector edits every face in one pass; on faces it never saw, that pass moves FR models
 outside its training ensemble on a minority of faces (README, "Results"). The refinement starts
-from the protector's output (its chroma restored, :mod:`pareidolia.colour`) and optimises two
-small edits of it, per face, for a fixed number of steps:
+from the protector's output and optimises two
+small edits of it, per face, for a fixed number of steps (the photo pipeline restores the MAP
+edit's chroma first, :func:`pareidolia.protect.edit_crops`):
 
 - a **displacement field** ``flow``: a ``flow_grid``² field upsampled bicubically to the working
   crop, bounded by ``max_shift`` pixels (tanh) and faded to zero at the blending oval's rim, so
@@ -37,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pareidolia.colour import restore_chroma_tensor
 from pareidolia.errors import UserError
 from pareidolia.faces.blend import face_mask
 from pareidolia.objectives.expression import ClassifierGuide
@@ -316,11 +316,11 @@ class Refiner(nn.Module):
     ) -> torch.Tensor:
         """Refine ``starts`` (B, 3, S, S) in [0, 1], edits of ``originals``, toward ``target``
         (unit embeddings (1, D) per surrogate). ``own_side[i]`` is face i's size in the photo
-        in pixels of the crop's side. Returns the refined crops, chroma of the originals'."""
+        in pixels of the crop's side. Returns the refined crops."""
         c = self.config
         dev = self.device_
         x0 = originals.to(dev, torch.float32)
-        start = restore_chroma_tensor(x0, starts.to(dev, torch.float32))
+        start = starts.to(dev, torch.float32)
         if c.steps == 0:
             return start.cpu()
         b = x0.shape[0]
