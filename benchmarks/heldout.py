@@ -72,6 +72,7 @@ SIZE = 256
 ROWS: dict[str, dict[str, Any]] = {
     "none": {},
     "fast": {"mode": "fast"},
+    "fast-no-chroma": {"mode": "fast", "chroma": False},
     "default": {},  # the balanced preset
     "natural": {"strength": "natural"},
     "strong": {"strength": "strong"},

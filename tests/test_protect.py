@@ -186,7 +186,9 @@ def test_json_report_schema(astronaut_run: dict[str, Any]) -> None:
             "matches_target_after",
         }
         assert isinstance(m["target_after"], float) and isinstance(m["matches_target_after"], bool)
-        assert m["matches_original"]  # a DDIM round trip keeps the identity
+        # the default refinement pulls every FR model that knows the target toward it
+        closer = m["target_after"] - m["target_before"]
+        assert closer > 0 if m["metric"] == "cosine" else closer < 0
         assert not m["matches_target_before"]  # the astronaut is not Tom Hanks
     for probs in (face["expression_before"], face["expression_after"]):
         assert list(probs) == list(EMOTIONS)

@@ -143,7 +143,7 @@ def test_tipim_greedy_selection_reaches_some_target(
 
 
 def test_registry_builds_every_method_with_frozen_configs() -> None:
-    assert set(BASELINES) == {"fgsm", "pgd", "mi-fgsm", "ti-dim", "tip-im"}
+    assert set(BASELINES) == {"fgsm", "pgd", "mi-fgsm", "ti-dim", "tip-im", "lum-eot"}
     for name, build in BASELINES.items():
         method = build(epsilon=16 / 255)
         assert method.config.epsilon == 16 / 255, name
