@@ -469,6 +469,10 @@ def test_grey_rgba_and_16bit_pngs(
     with Image.open(out / "rgba_protected.png") as img:
         assert img.format == "PNG" and img.mode == "RGBA"
         assert np.array_equal(np.asarray(img)[:, :, 3], alpha)
+    for name in ("grey_protected.png", "deep_protected.png"):  # grey stays grey, one channel
+        with Image.open(out / name) as img:
+            assert img.mode == "L", name
+            assert not np.array_equal(np.asarray(img), grey)  # and it was edited
     for name in ("grey_protected.png", "deep_protected.png"):
         with Image.open(out / name) as img:
             assert img.size == (rgb.shape[1], rgb.shape[0])

@@ -56,11 +56,15 @@ class Photo:
     alpha: np.ndarray | None = None  # (H, W) uint8 when the source had transparency
     icc_profile: bytes | None = None
     exif: bytes | None = field(default=None, repr=False)  # orientation reset to 1
+    grey: bool = False  # the source had one colour channel (L, LA, 16-bit or float grey)
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height)."""
         return self.rgb.shape[1], self.rgb.shape[0]
+
+
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
 def _to_8bit_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -177,7 +181,10 @@ def read_photo(path: Path | str) -> Photo:
     if exif:
         exif[0x0112] = 1  # orientation is already applied to the pixels
         exif_bytes = exif.tobytes()
-    return Photo(path=path, rgb=rgb, format=fmt, alpha=alpha, icc_profile=icc, exif=exif_bytes)
+    grey = oriented.mode in _GREY_MODES
+    return Photo(
+        path=path, rgb=rgb, format=fmt, alpha=alpha, icc_profile=icc, exif=exif_bytes, grey=grey
+    )
 
 
 SAVE_FORMATS = {  # output suffix → Pillow format
@@ -199,9 +206,20 @@ def encode_photo(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     quality: int = 95,
+    grey: bool = False,
 ) -> bytes:
-    """Encode pixels to bytes in format ``fmt`` (JPEG at ``quality``, 4:4:4 chroma)."""
-    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+    """Encode pixels to bytes in format ``fmt`` (JPEG at ``quality``, 4:4:4 chroma). With
+    ``grey`` and three equal channels (a grey photo whose edit kept its chroma), one channel
+    is written, as the source had."""
+    pixels = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if (
+        grey
+        and (pixels[..., 0] == pixels[..., 1]).all()
+        and (pixels[..., 1] == pixels[..., 2]).all()
+    ):
+        img = Image.fromarray(np.ascontiguousarray(pixels[..., 0]), "L")
+    else:
+        img = Image.fromarray(pixels, "RGB")
     if alpha is not None and fmt in ("PNG", "WEBP", "TIFF"):
         img.putalpha(Image.fromarray(alpha, "L"))
     kwargs: dict[str, object] = {}
@@ -274,6 +292,7 @@ def write_photo(
         icc_profile=like.icc_profile if like is not None else None,
         exif=like.exif if (like is not None and keep_metadata) else None,
         quality=quality,
+        grey=like.grey if like is not None else False,
     )
     atomic_write_bytes(path, data, overwrite=overwrite)
     return path
