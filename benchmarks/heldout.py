@@ -49,7 +49,7 @@ from pareidolia.default_protectors import default_protector, default_target_crop
 from pareidolia.evaluation.protocol import target_test_photo
 from pareidolia.evaluation.variants import jpeg, social_network
 from pareidolia.faces.align import ChipSampler, to_tensor, warp_crop, working_alignment
-from pareidolia.faces.blend import face_mask
+from pareidolia.faces.blend import blend_edit, face_mask
 from pareidolia.io import read_photo
 from pareidolia.locate import locate_faces
 from pareidolia.objectives.geometry import displacements
@@ -189,8 +189,6 @@ def protect_all(
     crops: list[np.ndarray] = [faces[0].crop] * len(faces)
     uploaded: list[np.ndarray] = [faces[0].crop] * len(faces)
     seconds = 0.0
-    from pareidolia.faces.blend import blend_edit
-
     for idx in by_photo.values():
         rgb = faces[idx[0]].rgb
         aligns = [working_alignment(faces[i].landmarks, SIZE) for i in idx]
@@ -204,13 +202,18 @@ def protect_all(
             out = blend_edit(out, c, e8, a)
         seconds += time.perf_counter() - t
         written = jpeg(out, 95)
-        up = social_network(written)
-        for i, a in zip(idx, aligns, strict=True):
+        after = uploaded_crops(written, [faces[i].landmarks for i in idx])
+        for i, a, u in zip(idx, aligns, after, strict=True):
             crops[i] = warp_crop(written, a)
-            crops[i] = crops[i]
-            ua = working_alignment(faces[i].landmarks * (up.shape[1] / rgb.shape[1]), SIZE)
-            uploaded[i] = warp_crop(up, ua)
+            uploaded[i] = u
     return crops, uploaded, seconds / len(faces)
+
+
+def uploaded_crops(written: np.ndarray, landmarks: list[np.ndarray]) -> list[np.ndarray]:
+    """The faces' working crops after a social-network upload (0.5×, JPEG 75) of the photo."""
+    up = social_network(written)
+    scale = up.shape[1] / written.shape[1]
+    return [warp_crop(up, working_alignment(lm * scale, SIZE)) for lm in landmarks]
 
 
 def _decisions(
@@ -317,7 +320,7 @@ def markdown(results: dict[str, Any]) -> str:
                 )
         lines.append("")
     lines += [
-        "### Quality, expression and speed (leave one out, mean over victims' runs of the first victim)",
+        "### Quality, expression and speed (from the leave-one-out run with victim dlib)",
         "",
         "| row | face PSNR | SSIM | ΔE00 mean / p95 | judge: target emotion before → after | mouth corners up / out (IOD) | brows up | mouth open | s/face |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -397,15 +400,7 @@ def main() -> None:
                     if row == "none":
                         crops = [f.crop for f in faces]
                         uploaded = [
-                            warp_crop(
-                                social_network(jpeg(f.rgb, 95)),
-                                working_alignment(
-                                    f.landmarks
-                                    * (social_network(jpeg(f.rgb, 95)).shape[1] / f.rgb.shape[1]),
-                                    SIZE,
-                                ),
-                            )
-                            for f in faces
+                            uploaded_crops(jpeg(f.rgb, 95), [f.landmarks])[0] for f in faces
                         ]
                         s = 0.0
                     else:

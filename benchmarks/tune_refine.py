@@ -29,7 +29,7 @@ from pareidolia.facesets import load_faceset
 from pareidolia.objectives.geometry import displacements
 from pareidolia.objectives.identity import zoo_ensembles
 from pareidolia.objectives.landmarks import LaplacianLoss
-from pareidolia.protector import apply_protector, apply_protector_guided, to_crop
+from pareidolia.protector import apply_protector, to_crop
 from pareidolia.quality import psnr, ssim
 from pareidolia.refine import RefineConfig, Refiner
 from pareidolia.zoo.thresholds import thresholds
@@ -74,7 +74,7 @@ def main() -> None:
     t = time.perf_counter()
     if cfg.guide_steps > 0:
         guide = refiner.guide(x0, t_emb, own_side, lambda x: to_crop(x, 256))
-        mapped = apply_protector_guided(protector, x0, guide)
+        mapped = apply_protector(protector, x0, guide)
     else:
         with torch.no_grad():
             mapped = apply_protector(protector, x0)

@@ -34,6 +34,11 @@ from pareidolia.zoo import registry
 
 FR = registry.names("fr")
 CHROMIUM = Path("/usr/bin/chromium")
+# Origin / Host header values of "another web site". They are only ever sent, as headers, to the
+# in-process app or to the test's own loopback server; ".invalid" (RFC 2606) never resolves.
+FOREIGN_HOST = "evil.invalid"
+FOREIGN_ORIGIN = f"http://{FOREIGN_HOST}"
+LOOKALIKE_ORIGIN = f"http://localhost.{FOREIGN_HOST}:7860"
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -490,7 +495,7 @@ def _guarded(cache: Path | None = None, host: str = "127.0.0.1") -> Any:
             Middleware(web.RequestGuard, hosts=web.allowed_hosts(host), cache=cache)  # type: ignore[arg-type]
         ],
     )
-    return TestClient(app, base_url=f"http://{host}:7860")
+    return TestClient(app, headers={"host": f"{host}:7860"})  # in-process: no network
 
 
 def test_other_origins_and_hosts_are_refused(tmp_path: Path) -> None:
@@ -499,18 +504,16 @@ def test_other_origins_and_hosts_are_refused(tmp_path: Path) -> None:
     assert client.get("/", headers={"host": "localhost:7860"}).status_code == 200
     same = {"origin": "http://127.0.0.1:7860"}
     assert client.post("/gradio_api/upload", content=b"x", headers=same).status_code == 200
-    evil = client.post(
-        "/gradio_api/upload", content=b"x", headers={"origin": "http://evil.example"}
-    )
-    assert evil.status_code == 403 and "evil.example" in evil.text
-    for origin in ("null", "http://127.0.0.1:9999", "http://localhost.evil.example:7860"):
+    evil = client.post("/gradio_api/upload", content=b"x", headers={"origin": FOREIGN_ORIGIN})
+    assert evil.status_code == 403 and FOREIGN_HOST in evil.text
+    for origin in ("null", "http://127.0.0.1:9999", LOOKALIKE_ORIGIN):
         assert client.get("/", headers={"origin": origin}).status_code == 403
-    rebound = client.get("/", headers={"host": "evil.example:7860"})
+    rebound = client.get("/", headers={"host": f"{FOREIGN_HOST}:7860"})
     assert rebound.status_code == 403 and "not served here" in rebound.text
     # listening on all addresses was the user's choice: any Host, but still same-origin only
     open_client = _guarded(host="0.0.0.0")
     assert open_client.get("/", headers={"host": "192.168.1.9:7860"}).status_code == 200
-    assert open_client.get("/", headers={"origin": "http://evil.example"}).status_code == 403
+    assert open_client.get("/", headers={"origin": FOREIGN_ORIGIN}).status_code == 403
 
 
 def test_a_full_cache_refuses_uploads_clearly(
@@ -564,9 +567,9 @@ def test_server_refuses_foreign_uploads_and_expires_refused_ones(
     url, cache = server
     photo = astronaut_path.read_bytes()
     before = set(_files_in(cache))
-    status, _ = _post_upload(url, "a.jpg", photo, {"Origin": "http://evil.example"})
+    status, _ = _post_upload(url, "a.jpg", photo, {"Origin": FOREIGN_ORIGIN})
     assert status == 403
-    status, _ = _post_upload(url, "a.jpg", photo, {"Host": "evil.example"})
+    status, _ = _post_upload(url, "a.jpg", photo, {"Host": FOREIGN_HOST})
     assert status == 403
     assert set(_files_in(cache)) == before
     status, _ = _post_upload(url, "..", photo, {"Origin": url.rstrip("/")})

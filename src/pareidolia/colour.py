@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "CBCR_TO_RGB",
     "ciede2000",
     "colour_shift",
     "restore_chroma",
@@ -33,6 +34,7 @@ _YCC = np.array(
     dtype=np.float64,
 )
 _YCC_INV = np.linalg.inv(_YCC)
+CBCR_TO_RGB = _YCC_INV[:, 1:].copy()  # (3, 2): the RGB change of a (Cb, Cr) change
 
 
 def restore_chroma(original: np.ndarray, edited: np.ndarray) -> np.ndarray:

@@ -62,7 +62,6 @@ from pareidolia.objectives.identity import EnsembleFactory, zoo_ensembles
 from pareidolia.protector import (
     Protector,
     apply_protector,
-    apply_protector_guided,
     finetune,
     to_crop,
 )
@@ -505,12 +504,11 @@ def edit_crops(
     for lo in range(0, n, BATCH):
         x0 = crops[lo : lo + BATCH]
         side = own_side[lo : lo + BATCH]
+        guide = None
         if refinement is not None and options.refine.guide_steps > 0:
             refiner, target = refinement
             guide = refiner.guide(x0, target, side, partial(to_crop, size=x0.shape[-1]))
-            edited = apply_protector_guided(protector, x0, guide)
-        else:
-            edited = apply_protector(protector, x0)
+        edited = apply_protector(protector, x0, guide)
         if options.mode == "refine":
             edited = x0 + options.map_strength * (edited - x0)
         if options.chroma:

@@ -218,7 +218,7 @@ def _to_net(x01: torch.Tensor, resolution: int) -> torch.Tensor:
     return x01 * 2.0 - 1.0
 
 
-def _from_net(x: torch.Tensor, size: int) -> torch.Tensor:
+def to_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """[−1, 1] network output → [0, 1] crops of ``size`` (differentiable; clamped)."""
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
@@ -543,7 +543,7 @@ def _step(
 ) -> dict[str, float]:
     """Set ``.grad`` of ``params`` for one batch; returns the loss terms (batch means)."""
     x_hat = generate(eps, ac, x_t0, config.t0, config.n_gen, checkpoint=config.checkpoint_gen)
-    x_hat01 = _from_net(x_hat, size)
+    x_hat01 = to_crop(x_hat, size)
     l_a = obj.identity(x_hat01).mean()
     l_e = obj.guide(x_hat01, x01).mean()
     zero = x_hat01.new_zeros(())
@@ -677,44 +677,31 @@ def load_protector(
     )
 
 
-def apply_protector(protector: Protector, faces_0_1: torch.Tensor) -> torch.Tensor:
-    """Protect faces (N, 3, S, S) in [0, 1]: invert with the base network, generate with the
-    protector (no grad). Returns (N, 3, S, S) in [0, 1]."""
-    _check_faces(faces_0_1, "faces_0_1")
-    cfg, c = protector.base_cfg, protector.config
-    dev = next(protector.unet.parameters()).device
-    ac = cfg.alphas_cumprod()
-    x = _to_net(faces_0_1.detach().to(dev, torch.float32), cfg.resolution)
-    with torch.no_grad():
-        x_t0 = invert(unet_eps(protector.base_unet), ac, x, c.t0, c.n_inv)
-        x_hat = generate(unet_eps(protector.unet), ac, x_t0, c.t0, c.n_gen)
-    return _from_net(x_hat, faces_0_1.shape[-1])
-
-
-def apply_protector_guided(
+def apply_protector(
     protector: Protector,
     faces_0_1: torch.Tensor,
-    guide: Callable[[torch.Tensor, int], torch.Tensor],
+    guide: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """:func:`apply_protector` with identity guidance [ours]: at every generation step the
-    protector's clean estimate x̂₀ (network space, [−1, 1]) is corrected by ``guide(x̂₀, t)``
-    before it is re-noised (:func:`~pareidolia.diffusion.ddim.guided_generate`), so the
-    score network carries the correction on through the remaining steps."""
+    """Protect faces (N, 3, S, S) in [0, 1]: invert with the base network, generate with the
+    protector (no grad through the networks). Returns (N, 3, S, S) in [0, 1].
+
+    With ``guide`` [ours], every generation step's clean estimate x̂₀ (network space,
+    [−1, 1]) is corrected by ``guide(x̂₀, t)`` before it is re-noised
+    (:func:`~pareidolia.diffusion.ddim.guided_generate`), so the score network carries the
+    correction on through the remaining steps."""
     _check_faces(faces_0_1, "faces_0_1")
     cfg, c = protector.base_cfg, protector.config
     dev = next(protector.unet.parameters()).device
     ac = cfg.alphas_cumprod()
     x = _to_net(faces_0_1.detach().to(dev, torch.float32), cfg.resolution)
+    eps = unet_eps(protector.unet)
     with torch.no_grad():
         x_t0 = invert(unet_eps(protector.base_unet), ac, x, c.t0, c.n_inv)
-    x_hat = guided_generate(unet_eps(protector.unet), ac, x_t0, c.t0, c.n_gen, guide)
-    return _from_net(x_hat, faces_0_1.shape[-1])
-
-
-def to_crop(x_net: torch.Tensor, size: int) -> torch.Tensor:
-    """Network-space images ([−1, 1], any resolution) → [0, 1] crops of ``size`` px
-    (differentiable; what a guide measures)."""
-    return _from_net(x_net, size)
+        if guide is None:
+            x_hat = generate(eps, ac, x_t0, c.t0, c.n_gen)
+    if guide is not None:
+        x_hat = guided_generate(eps, ac, x_t0, c.t0, c.n_gen, guide)
+    return to_crop(x_hat, faces_0_1.shape[-1])
 
 
 def iter_log(out_dir: str | Path) -> Iterator[dict[str, Any]]:

@@ -67,7 +67,7 @@ class RefineConfig:
     jpeg: bool = True  # real JPEG in the loop (straight-through gradient)
     max_seconds: float | None = None  # stop early when a photo's refinement takes longer
     guide_steps: int = 0  # identity-guidance steps per generation step (0: no guidance)
-    guide_size: float = 0.02  # network units ([−1, 1]) per guidance step
+    guide_size: float = 0.0015  # network units ([−1, 1]) per guidance step
     guide_grid: int = 32  # the guidance gradient is low-passed to this field size
     seed: int = 0
 

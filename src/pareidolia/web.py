@@ -891,7 +891,9 @@ def serve(
     _gradio()
     for folder in remove_stale():
         log.warning("pareidolia web: removed %s, left by an earlier run", folder)
-    with stop_signals_interrupt(), private_cache() as cache:
+    with stop_signals_interrupt(), private_cache() as cache, contextlib.suppress(KeyboardInterrupt):
+        # a stop (Ctrl-C, SIGTERM, SIGHUP) is a clean exit wherever it lands: while the page
+        # is built or starting up, not only inside Gradio's blocking loop
         app = build_app(protector_factory)
         app.queue(default_concurrency_limit=1)
         try:

@@ -20,11 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pareidolia.baselines.base import check_crops, check_epsilon, check_steps, seeded_generator
+from pareidolia.colour import CBCR_TO_RGB
 from pareidolia.objectives.identity import IdentityLoss
 from pareidolia.refine import eot_copies
-
-# YCbCr (BT.601) → RGB for a change of (Y, Cb, Cr): columns of the inverse matrix
-_CBCR_TO_RGB = torch.tensor([[0.0, 1.402], [-0.344136, -0.714136], [1.772, 0.0]])
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,7 @@ class LumEOT:
             x = x0 + F.interpolate(dy, size=(s, s), mode="bilinear", align_corners=False)
             if dc is not None:
                 up = F.interpolate(dc, size=(s, s), mode="bilinear", align_corners=False)
-                x = x + torch.einsum("kc,bchw->bkhw", _CBCR_TO_RGB.to(x), up)
+                x = x + torch.einsum("kc,bchw->bkhw", torch.from_numpy(CBCR_TO_RGB).to(x), up)
             return x.clamp(0.0, 1.0)
 
         for _ in range(c.steps):

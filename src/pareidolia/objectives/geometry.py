@@ -17,7 +17,13 @@ from torch import nn
 
 from pareidolia.objectives.landmarks import LaplacianLoss
 
-__all__ = ["TEMPLATES", "LandmarkExpressionLoss", "displacements", "inter_ocular"]
+__all__ = [
+    "TEMPLATES",
+    "LandmarkExpressionLoss",
+    "displacements",
+    "inter_ocular",
+    "template_error",
+]
 
 _RIGHT_EYE = list(range(36, 42))  # image left
 _LEFT_EYE = list(range(42, 48))
@@ -78,6 +84,20 @@ def displacements(points_hat: torch.Tensor, points_orig: torch.Tensor) -> torch.
     return (points_hat - points_orig) / iod[:, None, None]
 
 
+def template_error(
+    points_hat: torch.Tensor, points_orig: torch.Tensor, emotion: str
+) -> torch.Tensor:
+    """Mean squared distance (B,) in IOD² of the landmark moves from ``points_orig`` to
+    ``points_hat`` (B, 68, 2) to ``emotion``'s template, over the template's points."""
+    template = TEMPLATES[emotion]
+    idx = sorted(template)
+    want = torch.tensor(
+        [template[i] for i in idx], dtype=points_hat.dtype, device=points_hat.device
+    )
+    moves = displacements(points_hat, points_orig)[:, idx]
+    return (moves - want).pow(2).sum(-1).mean(-1)
+
+
 class LandmarkExpressionLoss(nn.Module):
     """Mean squared error (B,) in IOD² between the edited face's landmark moves and the
     emotion's template, over the template's points. Landmarks come from the face-api 68-point
@@ -88,7 +108,6 @@ class LandmarkExpressionLoss(nn.Module):
         emotion: str,
         working_size: int = 256,
         device: torch.device | str = "cpu",
-        landmarks: LaplacianLoss | None = None,
     ) -> None:
         super().__init__()
         if emotion not in TEMPLATES:
@@ -96,20 +115,11 @@ class LandmarkExpressionLoss(nn.Module):
                 f"no landmark template for {emotion!r} (have {', '.join(sorted(TEMPLATES))})"
             )
         self.emotion = emotion
-        self.points_net = landmarks or LaplacianLoss(working_size, device)
-        template = TEMPLATES[emotion]
-        idx = sorted(template)
-        self.register_buffer("index", torch.tensor(idx), persistent=False)
-        self.register_buffer(
-            "template", torch.tensor([template[i] for i in idx], device=device), persistent=False
-        )
-        self.index: torch.Tensor
-        self.template: torch.Tensor
+        self.points_net = LaplacianLoss(working_size, device)
 
     def loss_from_points(self, points_hat: torch.Tensor, points_orig: torch.Tensor) -> torch.Tensor:
         """The loss (B,) from landmark sets (B, 68, 2) of the edited and original faces."""
-        moves = displacements(points_hat, points_orig)[:, self.index]
-        return (moves - self.template).pow(2).sum(-1).mean(-1)
+        return template_error(points_hat, points_orig, self.emotion)
 
     def forward(self, x_hat: torch.Tensor, x_orig: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
