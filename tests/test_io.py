@@ -130,6 +130,124 @@ def test_metadata_stripped_by_default_icc_kept(tmp_path: Path) -> None:
         assert im.getexif()[MAKE] == "Camera Maker"
 
 
+def _s15(x: float) -> bytes:
+    return struct.pack(">i", round(x * 65536))
+
+
+_D50 = _s15(0.9642) + _s15(1.0) + _s15(0.8249)
+
+
+def _icc(device_class: bytes, space: bytes, pcs: bytes, tags: dict[bytes, bytes]) -> bytes:
+    """An ICC v2 profile with a description, a white point, a copyright and ``tags``."""
+    text = b"test profile\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8 + 3 + 67)
+    every = {
+        b"desc": desc,
+        b"wtpt": b"XYZ " + bytes(4) + _D50,
+        b"cprt": b"text" + bytes(4) + b"public domain\0",
+        **tags,
+    }
+    offset = 128 + 4 + 12 * len(every)
+    table, data = struct.pack(">I", len(every)), b""
+    for sig, body in every.items():
+        body += bytes(-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    header = (
+        struct.pack(">I", offset + len(data)) + bytes(4) + struct.pack(">I", 0x02100000)
+        + device_class + space + pcs + bytes(12) + b"acsp" + bytes(28) + _D50 + bytes(48)
+    )  # fmt: skip
+    assert len(header) == 128
+    return header + table + data
+
+
+def _cmyk_profile() -> bytes:
+    """A small real CMYK printer profile (Lab PCS, a 2-point lut16 A2B0), made here since
+    neither Pillow nor the venv ships one. Its colours differ on purpose from the naive CMYK →
+    RGB formula: cyan ink only halves the lightness, magenta turns red (+a*) and yellow turns
+    blue (−b*), so only a conversion through the profile gives these colours."""
+    clut = []
+    for c, m, y, k in np.ndindex(2, 2, 2, 2):  # the first channel varies slowest
+        lab = (100 * (1 - k) * (1 - 0.5 * c), 60 * m, -60 * y)
+        clut += [round(lab[0] * 652.8), round((lab[1] + 128) * 256), round((lab[2] + 128) * 256)]
+    lut = (
+        b"mft2" + bytes(4) + bytes([4, 3, 2, 0])
+        + b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+        + struct.pack(">HH", 2, 2)
+        + struct.pack(">8H", *[0, 65535] * 4)
+        + struct.pack(f">{len(clut)}H", *clut)
+        + struct.pack(">6H", *[0, 65535] * 3)
+    )  # fmt: skip
+    return _icc(b"prtr", b"CMYK", b"Lab ", {b"A2B0": lut})
+
+
+def _grey_profile() -> bytes:
+    """A grey display profile (gamma 2.2)."""
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(2.2 * 256))
+    return _icc(b"mntr", b"GRAY", b"XYZ ", {b"kTRC": curve})
+
+
+def _cmyk_patches() -> Image.Image:
+    """Four 8 × 8 patches: white, cyan, magenta and yellow ink."""
+    inks = np.array([[0, 0, 0, 0], [255, 0, 0, 0], [0, 255, 0, 0], [0, 0, 255, 0]], np.uint8)
+    return Image.fromarray(np.repeat(np.repeat(inks[None], 8, 0), 8, 1), "CMYK")
+
+
+def test_cmyk_profile_converts_the_pixels_and_is_not_copied(tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    icc = _cmyk_profile()
+    src = tmp_path / "cmyk.jpg"
+    _cmyk_patches().save(src, quality=100, icc_profile=icc)
+    with Image.open(src) as img:
+        assert img.mode == "CMYK" and img.info["icc_profile"] == icc
+        cmyk = img.copy()
+    photo = read_photo(src)
+    assert photo.icc_profile is None
+    srgb = ImageCms.createProfile("sRGB")
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    expected = np.asarray(ImageCms.profileToProfile(cmyk, profile, srgb, outputMode="RGB"))
+    assert np.abs(photo.rgb.astype(int) - expected).max() <= 1  # through the profile …
+    naive = np.asarray(cmyk.convert("RGB"))
+    assert np.abs(photo.rgb.astype(int) - naive).max() > 100  # … not the naive formula
+    for name in ("out.jpg", "out.png", "out.tif", "out.webp"):
+        with Image.open(write_photo(tmp_path / name, photo.rgb, like=photo)) as out:
+            assert out.mode == "RGB" and "icc_profile" not in out.info, name
+
+
+def test_a_profile_of_another_colour_space_is_dropped(tmp_path: Path) -> None:
+    """A CMYK file whose profile cannot be used is converted without it; a CMYK profile on RGB
+    pixels, or a grey one on an RGB output, is not written; an RGB photo keeps its sRGB one and
+    a grey photo written grey its grey one."""
+    from PIL import ImageCms
+
+    broken = tmp_path / "broken.jpg"
+    _cmyk_patches().save(broken, quality=100, icc_profile=b"\x00not-a-profile")
+    rgb_cmyk = tmp_path / "rgb-cmyk.png"
+    Image.fromarray(_gradient()).save(rgb_cmyk, icc_profile=_cmyk_profile())
+    for src in (broken, rgb_cmyk):
+        photo = read_photo(src)
+        assert photo.icc_profile is None, src.name
+        with Image.open(write_photo(tmp_path / f"{src.stem}-out.jpg", photo.rgb, like=photo)) as o:
+            assert "icc_profile" not in o.info, src.name
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = tmp_path / "srgb.jpg"
+    Image.fromarray(_gradient()).save(src, quality=95, icc_profile=srgb)
+    photo = read_photo(src)
+    with Image.open(write_photo(tmp_path / "srgb-out.jpg", photo.rgb, like=photo)) as out:
+        assert out.info.get("icc_profile") == srgb
+    grey_src = tmp_path / "grey.png"
+    Image.fromarray(_gradient()[..., 0], "L").save(grey_src, icc_profile=_grey_profile())
+    photo = read_photo(grey_src)
+    assert photo.grey and photo.icc_profile == _grey_profile()  # kept for a grey output
+    with Image.open(write_photo(tmp_path / "grey-out.png", photo.rgb, like=photo)) as out:
+        assert out.mode == "L" and out.info.get("icc_profile") == _grey_profile()
+    coloured = photo.rgb.copy()
+    coloured[..., 0] //= 2  # an edit that tinted the photo: written as RGB
+    with Image.open(write_photo(tmp_path / "tinted.png", coloured, like=photo)) as out:
+        assert out.mode == "RGB" and "icc_profile" not in out.info
+
+
 def test_alpha_survives_png_roundtrip(tmp_path: Path) -> None:
     rgba = np.dstack([_gradient(), np.full((48, 64), 128, np.uint8)])
     src = tmp_path / "a.png"

@@ -153,8 +153,10 @@ def test_json_report_schema(astronaut_run: dict[str, Any]) -> None:
         "error",
         "adapted_steps",
         "seconds",
+        "format_change",
     }
     assert photo["faces_found"] == photo["faces_protected"] == 1
+    assert photo["format_change"] is None  # a JPEG written as JPEG
     face = photo["faces"][0]
     assert set(face) == {
         "index",
@@ -234,6 +236,53 @@ def test_table_output(
     rc, _, _ = _run([*again, "--no-robustness"], capsys)
     assert rc == 0
     assert _files(out_dir) == {"astronaut_protected.jpg", "astronaut_protected-2.jpg"}
+
+
+def test_format_changes_are_reported_and_shown(
+    astronaut_rgb: np.ndarray,
+    protector_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A GIF is written as PNG and a PNG file named .jpg as JPEG: the report says so, and the
+    table on the terminal shows it."""
+    rgb = astronaut_rgb[:320, 96:416]  # the face, smaller photo
+    gif, png_named_jpg = tmp_path / "face.gif", tmp_path / "png.jpg"
+    Image.fromarray(rgb).save(gif)
+    Image.fromarray(rgb).save(png_named_jpg, format="PNG")
+    out_dir = tmp_path / "out"
+    argv = ["protect", str(gif), str(png_named_jpg), "-o", str(out_dir)]
+    rc, out, err = _run([*argv, "--protector", str(protector_file), "--no-robustness"], capsys)
+    assert rc == 0, err
+    with Image.open(out_dir / "face_protected.png") as img:
+        assert img.format == "PNG"
+    with Image.open(out_dir / "png_protected.jpg") as img:
+        assert img.format == "JPEG"
+    assert "  format changed: GIF input written as PNG: GIF is not an output format\n" in out
+    assert (
+        "  format changed: the input is a PNG file named .jpg; written as JPEG (lossy), as its "
+        "name says\n"
+    ) in out
+
+
+def test_format_change_wording(tmp_path: Path) -> None:
+    from pareidolia.protect import format_change
+
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    for name, fmt in [("a.gif", "GIF"), ("b.jpg", "PNG"), ("c.png", "PNG"), ("d.jpg", "MPO")]:
+        Image.fromarray(rgb).save(tmp_path / name, format="JPEG" if fmt == "MPO" else fmt)
+    gif, png_jpg, png, jpeg = (
+        read_photo(tmp_path / n) for n in ("a.gif", "b.jpg", "c.png", "d.jpg")
+    )
+    assert format_change(gif, tmp_path / "a_protected.png") == (
+        "GIF input written as PNG: GIF is not an output format"
+    )
+    assert format_change(png_jpg, tmp_path / "b_protected.jpg") == (
+        "the input is a PNG file named .jpg; written as JPEG (lossy), as its name says"
+    )
+    assert format_change(png, tmp_path / "c_protected.png") is None
+    jpeg.format = "MPO"  # a camera's multi-picture JPEG, written as the JPEG it starts with
+    assert format_change(jpeg, tmp_path / "d_protected.jpg") is None
 
 
 # ----------------------------------------------------------------------------- metadata, rotation

@@ -6,8 +6,11 @@ flow, losses fall, checkpoints resume exactly and artifacts round-trip, not for 
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,8 +19,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
+from safetensors import safe_open
+from safetensors.torch import save as st_save
 
 from pareidolia import protector as protector_mod
+from pareidolia.diffusion.hashing import tensors_sha256
 from pareidolia.diffusion.models import model_hash
 from pareidolia.diffusion.schedule import ScoreModelConfig
 from pareidolia.errors import UserError
@@ -386,3 +392,139 @@ def test_fr_zoo_decides_which_model_names_are_valid() -> None:
         replace(CONFIG, surrogates=("ir152",))
     with pytest.raises(UserError, match="fr_zoo"):
         replace(CONFIG, fr_zoo="lfw")
+
+
+# ----------------------------------------------------------------------------- damaged tensors
+
+
+def _untuned(unet: UNet2DModel, cfg: ScoreModelConfig) -> Protector:
+    """A protector that is a copy of ``unet`` (no training needed to test the file format)."""
+    return Protector(
+        unet=copy.deepcopy(unet).requires_grad_(False),
+        base_unet=unet,
+        base_cfg=cfg,
+        config=CONFIG,
+    )
+
+
+def _rewritten(
+    src: Path, dest: Path, change: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+) -> Path:
+    """``src`` with its tensors changed by ``change``, the header's checksum made to fit them:
+    a file only the tensors' names, shapes or kinds can tell from a good one."""
+    with safe_open(str(src), framework="pt", device="cpu") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    tensors = change(tensors)
+    info = json.loads(meta["protector"])
+    info["tensors_sha256"] = tensors_sha256(tensors)
+    meta["protector"] = json.dumps(info)
+    dest.write_bytes(st_save(tensors, metadata=meta))
+    return dest
+
+
+def _first_matrix(tensors: dict[str, torch.Tensor]) -> str:
+    return next(k for k, v in tensors.items() if k.startswith("unet.") and v.ndim == 4)
+
+
+@pytest.mark.parametrize("delta_fp16", [True, False], ids=["delta-fp16", "full"])
+def test_a_wrongly_shaped_tensor_is_refused_naming_it_and_both_shapes(
+    base: tuple[UNet2DModel, ScoreModelConfig], tmp_path: Path, delta_fp16: bool
+) -> None:
+    unet, cfg = base
+    good = save_protector(tmp_path / "good.safetensors", _untuned(unet, cfg), delta_fp16=delta_fp16)
+    names: list[str] = []
+
+    def reshape(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        names.append(_first_matrix(tensors))
+        tensors[names[0]] = torch.zeros(7, 5, dtype=tensors[names[0]].dtype)
+        return tensors
+
+    bad = _rewritten(good, tmp_path / "bad.safetensors", reshape)
+    shape = tuple(unet.state_dict()[names[0].removeprefix("unet.")].shape)
+    with pytest.raises(UserError) as caught:
+        load_protector(bad, unet, cfg)
+    assert str(caught.value) == (
+        f"{bad}: protector tensor {names[0]} has shape (7, 5), but the base network's is "
+        f"{shape} (a damaged protector, or one for another network)"
+    )
+
+
+def test_a_tensor_of_another_kind_is_refused(
+    base: tuple[UNet2DModel, ScoreModelConfig], tmp_path: Path
+) -> None:
+    unet, cfg = base
+    good = save_protector(tmp_path / "good.safetensors", _untuned(unet, cfg), delta_fp16=True)
+
+    def to_int(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        k = _first_matrix(tensors)
+        tensors[k] = tensors[k].to(torch.int64)
+        return tensors
+
+    bad = _rewritten(good, tmp_path / "int.safetensors", to_int)
+    with pytest.raises(UserError, match=r"protector tensor unet\.\S+ is int64, but the base"):
+        load_protector(bad, unet, cfg)
+
+
+def test_wrong_tensor_names_are_counted_and_three_shown(
+    base: tuple[UNet2DModel, ScoreModelConfig], tmp_path: Path
+) -> None:
+    unet, cfg = base
+    good = save_protector(tmp_path / "good.safetensors", _untuned(unet, cfg), delta_fp16=True)
+    n = len(unet.state_dict())
+
+    def rename(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k.replace("unet.", "unet.renamed.", 1): v for k, v in tensors.items()}
+
+    bad = _rewritten(good, tmp_path / "renamed.safetensors", rename)
+    with pytest.raises(UserError) as caught:
+        load_protector(bad, unet, cfg)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 600, message
+    assert f"{n} of the base network's tensors missing" in message
+    assert f"{n} unexpected" in message and f"… {n - 3} more" in message
+    assert message.count("unet.renamed.") == 3  # three of each are shown
+
+    def drop_one(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        del tensors[_first_matrix(tensors)]
+        return tensors
+
+    bad = _rewritten(good, tmp_path / "short.safetensors", drop_one)
+    with pytest.raises(UserError, match=r"weights do not fit the base network: 1 of the base "):
+        load_protector(bad, unet, cfg)
+
+
+def test_a_folder_given_as_protector_is_named_as_a_folder(
+    base: tuple[UNet2DModel, ScoreModelConfig], tmp_path: Path
+) -> None:
+    with pytest.raises(UserError) as caught:
+        load_protector(tmp_path, *base)
+    assert str(caught.value) == f"{tmp_path}: is a folder; a protector is one file (.safetensors)"
+
+
+def test_cli_refuses_a_wrongly_shaped_tensor_with_one_line(
+    astronaut_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``pareidolia protect --protector FILE`` with the shipped prior as base: exit 2 and one
+    line naming the tensor, not a RuntimeError's traceback."""
+    from pareidolia.cli import main
+    from pareidolia.diffusion.prior import default_prior
+
+    unet, cfg = default_prior()
+    good = save_protector(tmp_path / "good.safetensors", _untuned(unet, cfg), delta_fp16=True)
+    name: list[str] = []
+
+    def reshape(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        name.append(_first_matrix(tensors))
+        tensors[name[0]] = torch.zeros(7, 5, dtype=torch.float16)
+        return tensors
+
+    bad = _rewritten(good, tmp_path / "bad.safetensors", reshape)
+    out = tmp_path / "out"
+    rc = main(["protect", str(astronaut_path), "-o", str(out), "--protector", str(bad)])
+    stdout, stderr = capsys.readouterr()
+    assert rc == 2 and stdout == ""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pareidolia: {bad}: protector tensor {name[0]}")
+    assert "(7, 5)" in lines[0] and "Traceback" not in stderr
+    assert not out.exists() or not any(out.iterdir())

@@ -2,9 +2,11 @@
 
 Reading applies the EXIF orientation, converts every colour mode (grayscale, palette, CMYK,
 16-bit, alpha) to 8-bit RGB, and refuses truncated files and decompression bombs with an
-:class:`ImageError` that names the file. Writing is atomic (temporary file in the same folder,
-then rename), never replaces an existing file unless asked, keeps the ICC profile, and drops
-EXIF/XMP (location, camera, maker) unless the caller keeps it.
+:class:`ImageError` that names the file. A photo whose ICC profile is not an RGB (or, for a grey
+photo, grey) one, such as a CMYK profile, is converted to sRGB with that profile and its profile
+is dropped, so no output carries a profile of another colour space. Writing is atomic (temporary
+file in the same folder, then rename), never replaces an existing file unless asked, keeps the
+ICC profile, and drops EXIF/XMP (location, camera, maker) unless the caller keeps it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from pareidolia.errors import UserError, os_problem
 
@@ -65,6 +67,7 @@ class Photo:
 
 
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_RGB_MODES = frozenset({"RGB", "RGBA", "RGBa", "RGBX", "P", "PA"})  # P: an RGB palette
 
 
 def _to_8bit_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -91,6 +94,55 @@ def _to_8bit_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     if img.mode == "RGB":
         return np.asarray(img).copy(), None
     return np.asarray(img.convert("RGB")).copy(), None
+
+
+def icc_colour_space(icc: bytes | None) -> str | None:
+    """The colour space an ICC profile describes (``RGB``, ``GRAY``, ``CMYK``, ``Lab`` …);
+    None when there is no profile or it cannot be parsed."""
+    if not icc:
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except (OSError, ImageCms.PyCMSError, ValueError, TypeError):
+        return None
+    return str(profile.profile.xcolor_space).strip() or None
+
+
+def _to_srgb(img: Image.Image, icc: bytes) -> Image.Image | None:
+    """``img`` converted to sRGB through its embedded profile ``icc``; None when the profile
+    does not fit the image or the conversion fails."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        converted = ImageCms.profileToProfile(
+            img, source, ImageCms.createProfile("sRGB"), outputMode="RGB"
+        )
+    except (OSError, ImageCms.PyCMSError, ValueError, TypeError):
+        return None
+    return converted if isinstance(converted, Image.Image) else None
+
+
+def _foreign_profile(img: Image.Image, icc: bytes) -> bool:
+    """Whether ``icc`` must not travel to the output: a source that is neither RGB nor grey
+    (CMYK, Lab …), or a readable profile of another colour space than the pixels' (a CMYK
+    profile on RGB pixels, an RGB one on grey pixels). An unreadable profile on RGB or grey
+    pixels is kept as it is."""
+    if img.mode not in _RGB_MODES | _GREY_MODES:
+        return True
+    space = icc_colour_space(icc)
+    return space is not None and space != ("GRAY" if img.mode in _GREY_MODES else "RGB")
+
+
+def _apply_profile(img: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+    """``img`` and the profile the output may carry: a foreign profile (:func:`_foreign_profile`)
+    converts the pixels of a CMYK (Lab …) source to sRGB when it fits them, and is dropped
+    either way; the pixels are then converted as if there were no profile."""
+    if not icc or not _foreign_profile(img, icc):
+        return img, icc
+    if img.mode not in _RGB_MODES | _GREY_MODES:
+        converted = _to_srgb(img, icc)
+        if converted is not None:
+            return converted, None
+    return img, None
 
 
 def _too_large(pixels: int) -> str:
@@ -176,12 +228,13 @@ def read_photo(path: Path | str) -> Photo:
         raise ImageError(
             path, f"cannot decode image ({e}); the file is truncated or corrupt"
         ) from None
+    oriented, icc = _apply_profile(oriented, icc)
+    grey = oriented.mode in _GREY_MODES
     rgb, alpha = _to_8bit_rgb(oriented)
     exif_bytes = None
     if exif:
         exif[0x0112] = 1  # orientation is already applied to the pixels
         exif_bytes = exif.tobytes()
-    grey = oriented.mode in _GREY_MODES
     return Photo(
         path=path, rgb=rgb, format=fmt, alpha=alpha, icc_profile=icc, exif=exif_bytes, grey=grey
     )
@@ -223,8 +276,9 @@ def encode_photo(
     if alpha is not None and fmt in ("PNG", "WEBP", "TIFF"):
         img.putalpha(Image.fromarray(alpha, "L"))
     kwargs: dict[str, object] = {}
-    if icc_profile:
-        kwargs["icc_profile"] = icc_profile
+    grey_profile = icc_colour_space(icc_profile) == "GRAY"
+    if icc_profile and (img.mode in ("L", "LA") or not grey_profile):
+        kwargs["icc_profile"] = icc_profile  # a grey photo's profile only on grey pixels
     if exif:
         kwargs["exif"] = exif
     if fmt == "JPEG":

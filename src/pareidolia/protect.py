@@ -87,6 +87,7 @@ __all__ = [
     "check_output_folder",
     "exit_status",
     "expand_inputs",
+    "format_change",
     "protect_files",
     "protect_photo",
     "retarget",
@@ -257,6 +258,8 @@ class PhotoReport:
     error: str | None = None  # why the file could not be processed
     adapted_steps: int = 0
     seconds: float = 0.0
+    # the output's format differs from the input's (:func:`format_change`); None when kept
+    format_change: str | None = None
 
     @property
     def status(self) -> Status:
@@ -281,6 +284,7 @@ class PhotoReport:
             "error": self.error,
             "adapted_steps": self.adapted_steps,
             "seconds": _num(self.seconds, 3),
+            "format_change": self.format_change,
         }
 
     def to_json(self) -> str:
@@ -333,6 +337,27 @@ def _as_written(rgb: np.ndarray, fmt: str, quality: int) -> np.ndarray:
 def _output_format(path: Path) -> str:
     """The format ``write_photo`` will use for the output of ``path`` (HEIC etc. → PNG)."""
     return SAVE_FORMATS.get(path.suffix.lower(), "PNG")
+
+
+_SAME_FORMAT = {"MPO": "JPEG"}  # a camera's multi-picture file is a JPEG, written as one
+
+
+def format_change(photo: Photo, output: Path) -> str | None:
+    """What the report must say when ``output`` is written in another format than ``photo``
+    was read in (a GIF or HEIC input written as PNG, a PNG file named ``.jpg`` written as
+    JPEG); None when the format is kept."""
+    source = _SAME_FORMAT.get(photo.format, photo.format)
+    written = _output_format(output)
+    if source == written:
+        return None
+    lossy = " (lossy)" if written == "JPEG" else ""
+    suffix = photo.path.suffix.lower()
+    if suffix in SAVE_FORMATS:  # the name says another format than the content
+        return (
+            f"the input is a {source} file named {suffix}; written as {written}{lossy}, "
+            "as its name says"
+        )
+    return f"{source} input written as {written}{lossy}: {source} is not an output format"
 
 
 def _model_scores(
@@ -778,4 +803,6 @@ def _protect_file(
             report.output = _write(photo, rgb, options)
         except _WriteError as e:
             report.error = f"not written: {e}"
+        else:
+            report.format_change = format_change(photo, report.output)
     return report

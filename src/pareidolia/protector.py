@@ -612,6 +612,8 @@ def save_protector(
 
 
 def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; a protector is one file (.safetensors)")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -625,13 +627,59 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     return meta, tensors
 
 
+_SHOWN_NAMES = 3
+"""Tensor names shown in a message about wrong names (the rest are counted)."""
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(_UNET + n for n in names[:_SHOWN_NAMES])
+    more = len(names) - _SHOWN_NAMES
+    return shown + (f", … {more} more" if more > 0 else "")
+
+
+def _check_weights(
+    path: Path, weights: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]
+) -> None:
+    """Refuse weights that do not fit the base network with one short line: how many names
+    are missing or unexpected (a few of them shown), or the first tensor whose shape or kind
+    (floating point or not) differs from the base network's."""
+    missing = sorted(set(base) - set(weights))
+    unexpected = sorted(set(weights) - set(base))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(
+                f"{len(missing)} of the base network's tensors missing ({_names(missing)})"
+            )
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
+        raise UserError(
+            f"{path}: protector weights do not fit the base network: {'; '.join(parts)}"
+        )
+    for k, v in weights.items():
+        b = base[k]
+        if v.shape != b.shape:
+            raise UserError(
+                f"{path}: protector tensor {_UNET}{k} has shape {tuple(v.shape)}, but the base "
+                f"network's is {tuple(b.shape)} (a damaged protector, or one for another network)"
+            )
+        if v.is_floating_point() != b.is_floating_point() or (
+            not b.is_floating_point() and v.dtype != b.dtype
+        ):
+            raise UserError(
+                f"{path}: protector tensor {_UNET}{k} is {str(v.dtype).removeprefix('torch.')}, "
+                f"but the base network's is {str(b.dtype).removeprefix('torch.')}"
+            )
+
+
 def load_protector(
     path: str | Path, base_unet: UNet2DModel, base_cfg: ScoreModelConfig
 ) -> Protector:
     """Read a protector written by :func:`save_protector` for use with ``base_unet``.
 
     Raises :class:`UserError` if the file is missing, corrupt or not a protector, if its weights
-    fail their checksum, or if it was tuned from a different base network.
+    fail their checksum, if it was tuned from a different base network, or if its tensors'
+    names, shapes or kinds do not fit ``base_unet``.
     """
     path = Path(path)
     meta, tensors = _read(path)
@@ -652,19 +700,21 @@ def load_protector(
     if tensors_sha256(tensors) != info.get("tensors_sha256"):
         raise UserError(f"{path}: protector tensors fail their checksum (corrupt file)")
     weights = {k[len(_UNET) :]: v for k, v in tensors.items() if k.startswith(_UNET)}
+    base = base_unet.state_dict()
+    _check_weights(path, weights, base)
     if info.get("weights", "full") == "delta-fp16":
-        base = base_unet.state_dict()  # unknown keys are left to the strict load's report
         weights = {
             k: (base[k].detach().cpu() + v.float()).to(base[k].dtype)
-            if k in base and v.is_floating_point()
+            if v.is_floating_point()
             else v
             for k, v in weights.items()
         }
     unet = copy.deepcopy(base_unet).requires_grad_(False).eval()
     try:
         unet.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        raise UserError(f"{path}: protector weights do not fit the base network: {e}") from e
+    except RuntimeError as e:  # not expected after _check_weights; kept to one short line
+        reason = " ".join(str(e).split())[:300]
+        raise UserError(f"{path}: protector weights do not fit the base network: {reason}") from e
     emb = {k[len(_EMB) :]: v for k, v in tensors.items() if k.startswith(_EMB)}
     return Protector(
         unet=unet,

@@ -223,6 +223,8 @@ def render_reports(reports: list[dict[str, Any]]) -> str:
             f"{r['seconds']:.1f} s)"
         )
         lines.append(head)
+        if r.get("format_change"):
+            lines.append(f"  format changed: {r['format_change']}")
         if r["status"] == "no_face":
             lines.append("  no face found")
         for face in r["faces"]:
