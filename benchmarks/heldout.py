@@ -76,6 +76,10 @@ ROWS: dict[str, dict[str, Any]] = {
     "default": {},  # the balanced preset
     "natural": {"strength": "natural"},
     "strong": {"strength": "strong"},
+    # the luminance bound flat at 12/255 (no texture masking): the previous default
+    "default-flat-lum": {"refine": {"lum_eps": 12.0 / 255.0, "lum_texture": 0.0}},
+    # the expression warp (4 px near the template's landmarks, answering to them alone)
+    "expressive": {"refine": {"expression_shift": 4.0, "w_geometry": 100.0}},
     # ablations of our additions, on the natural preset
     "natural-no-chroma": {"strength": "natural", "chroma": False},
     "natural-no-geometry": {"strength": "natural", "refine": {"w_geometry": 0.0}},

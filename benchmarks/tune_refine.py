@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pareidolia.colour import colour_shift
+from pareidolia.colour import colour_shift, restore_chroma_tensor
 from pareidolia.default_protectors import default_protector, default_target_crop
 from pareidolia.evaluation.protocol import target_test_photo, zoo_verifiers
 from pareidolia.faces.align import to_tensor, to_uint8, working_alignment
@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--emotion", default="happy")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--save", type=Path)
+    ap.add_argument("--victim", default="dlib", help="the FR model left out of the refinement")
     ap.add_argument("--alpha", type=float, default=1.0, help="strength of the MAP edit")
     ap.add_argument(
         "--prior-only",
@@ -65,11 +66,11 @@ def main() -> None:
     crops = np.stack([c for _, c in faces])
     x0 = to_tensor(crops)
     protector = default_protector(args.emotion)
-    surrogates = list(protector.config.surrogates)
+    surrogates = [m for m in ("dlib", "sface", "faceres", "mobileface") if m != args.victim]
     if args.prior_only:
         protector = dataclasses.replace(protector, unet=protector.base_unet)
     refiner = Refiner(surrogates, args.emotion, cfg, zoo_ensembles(256, "cpu"))
-    t_emb = {m: protector.target_embeddings[m] for m in surrogates}
+    t_emb = refiner.embed(to_tensor(default_target_crop()[None]))
     own_side = [min(256, side[n]) for n in names]
     t = time.perf_counter()
     if cfg.guide_steps > 0:
@@ -79,7 +80,7 @@ def main() -> None:
         with torch.no_grad():
             mapped = apply_protector(protector, x0)
     t_map = (time.perf_counter() - t) / len(x0)
-    mapped = x0 + args.alpha * (mapped - x0)
+    mapped = restore_chroma_tensor(x0, x0 + args.alpha * (mapped - x0))  # as the pipeline does
     t = time.perf_counter()
     out = refiner(x0, mapped, t_emb, own_side)
     t_ref = (time.perf_counter() - t) / len(x0)

@@ -105,6 +105,7 @@ def test_luminance_only_refinement_keeps_chroma_and_its_bound(
         lr=0.5,
         max_shift=0.0,
         lum_eps=eps,
+        lum_texture=0.0,
         w_geometry=0,
         w_classifier=0,
     )
@@ -166,8 +167,83 @@ def test_refinement_moves_the_held_out_model(crop: torch.Tensor, target: torch.T
     assert not th.matches(moved["strong"][0], "0.01")  # measured 0.636
 
 
+def test_the_expression_warp_moves_only_the_template_region_toward_the_template(
+    crop: torch.Tensor,
+) -> None:
+    """With the general warp and the luminance field off, the expression warp alone moves the
+    happy template's landmarks (mouth corners up and out) and leaves the forehead as it was."""
+    geometry_only = dict(max_shift=0.0, lum_eps=0.0, w_target=0, w_dodge=0, w_classifier=0)
+    r = _refiner(["sface"], steps=10, lr=0.2, copies=1, w_geometry=100.0, **geometry_only)
+    assert torch.equal(r(crop, crop, r.embed(crop), [256]), crop)  # no bound: nothing moves
+    r = _refiner(
+        ["sface"],
+        steps=10,
+        lr=0.2,
+        copies=1,
+        w_geometry=100.0,
+        expression_shift=6.0,
+        **geometry_only,
+    )
+    out = r(crop, crop, r.embed(crop), [256])
+    pts = r.geometry.points_net.landmarks
+    assert r.geometry(out, crop).item() < 0.7 * r.geometry(crop, crop).item()
+    moves = displacements(pts(out), pts(crop))
+    assert float(-moves[0, [48, 54], 1].mean()) > 0.01  # corners up
+    assert float(moves[0, 54, 0] - moves[0, 48, 0]) > 0.01  # and apart
+    assert (out - crop)[0, :, 30:70, 90:166].abs().max() < 1e-3  # the forehead stays
+
+
+def test_the_identity_terms_cannot_spend_the_expression_warp(
+    crop: torch.Tensor, target: torch.Tensor
+) -> None:
+    """The expression warp answers to the landmark template alone: with a negligible template
+    weight and strong identity terms it stays where it started."""
+    r = _refiner(
+        ["sface", "mobileface"],
+        steps=6,
+        lr=0.5,
+        copies=1,
+        max_shift=0.0,
+        lum_eps=0.0,
+        expression_shift=8.0,
+        w_geometry=1e-9,
+        w_classifier=0,
+    )
+    out = r(crop, crop, r.embed(target), [256])
+    assert (out - crop).abs().max() < 2e-3
+
+
+def test_the_luminance_bound_grows_with_texture_and_holds(
+    crop: torch.Tensor, target: torch.Tensor
+) -> None:
+    eps = 6 / 255
+    r = _refiner(
+        ["sface"],
+        steps=4,
+        lr=0.5,
+        copies=1,
+        max_shift=0.0,
+        lum_eps=eps,
+        lum_texture=1.0,
+        w_geometry=0,
+        w_classifier=0,
+    )
+    bound = r.luminance_bound(crop)
+    assert isinstance(bound, torch.Tensor) and bound.shape == (1, 1, 256, 256)
+    assert float(bound.min()) >= eps - 1e-7 and float(bound.max()) <= 2 * eps + 1e-7
+    # the eyes and mouth (textured) get more room than the cheek below the image-left eye
+    assert float(bound[0, 0, 100:115, 85:110].mean()) > float(bound[0, 0, 150:165, 70:85].mean())
+    out = r(crop, crop, r.embed(target), [256])
+    d = (out - crop).mean(1, keepdim=True)
+    inside = ((crop > 0.05) & (crop < 0.95)).all(1, keepdim=True)
+    assert (d.abs() <= bound + 1e-6)[inside].all()
+    assert float(d.abs().max()) > eps  # it used the larger room where there was some
+
+
 def test_bad_config_is_one_clear_error() -> None:
     from pareidolia.errors import UserError
 
     with pytest.raises(UserError, match="copies"):
         RefineConfig(copies=0)
+    with pytest.raises(UserError, match="expression_shift"):
+        RefineConfig(expression_shift=-1.0)

@@ -40,8 +40,9 @@ from torch import nn
 
 from pareidolia.errors import UserError
 from pareidolia.faces.blend import face_mask
+from pareidolia.faces.templates import CHIPS, chip_affine, working_template
 from pareidolia.objectives.expression import ClassifierGuide
-from pareidolia.objectives.geometry import LandmarkExpressionLoss
+from pareidolia.objectives.geometry import TEMPLATES, LandmarkExpressionLoss, inter_ocular
 from pareidolia.objectives.identity import EnsembleFactory
 
 __all__ = ["STRENGTHS", "RefineConfig", "Refiner", "eot_copies", "jpeg_straight_through"]
@@ -57,8 +58,10 @@ class RefineConfig:
     lr: float = 0.06  # Adam on tanh pre-activations
     flow_grid: int = 10
     max_shift: float = 2.0  # working-crop pixels (256 px crop)
+    expression_shift: float = 0.0  # bound of the expression warp near the template's landmarks
     lum_grid: int = 64
-    lum_eps: float = 12.0 / 255.0
+    lum_eps: float = 8.0 / 255.0  # the bound on smooth skin
+    lum_texture: float = 1.0  # the bound grows up to (1 + this)× where the face is textured
     w_target: float = 1.0
     w_dodge: float = 3.0
     w_geometry: float = 20.0
@@ -75,8 +78,11 @@ class RefineConfig:
         problems = []
         if self.steps < 0:
             problems.append(f"steps must be 0 or more, got {self.steps}")
-        if self.lr <= 0 or self.max_shift < 0 or self.lum_eps < 0:
-            problems.append("need lr > 0, max_shift >= 0 and lum_eps >= 0")
+        bounds = (self.max_shift, self.expression_shift, self.lum_eps, self.lum_texture)
+        if self.lr <= 0 or min(bounds) < 0:
+            problems.append(
+                "need lr > 0 and max_shift, expression_shift, lum_eps, lum_texture >= 0"
+            )
         if self.flow_grid < 2 or self.lum_grid < 2:
             problems.append("flow_grid and lum_grid must be at least 2")
         if min(self.w_target, self.w_dodge, self.w_geometry, self.w_classifier) < 0:
@@ -97,7 +103,7 @@ class RefineConfig:
 STRENGTHS: dict[str, tuple[RefineConfig, float]] = {
     "natural": (RefineConfig(steps=24, lr=0.03, max_shift=1.5), 0.25),
     "balanced": (RefineConfig(), 0.25),
-    "strong": (RefineConfig(lr=0.1, lum_eps=16.0 / 255.0, max_shift=3.0), 0.5),
+    "strong": (RefineConfig(lr=0.1, lum_eps=11.0 / 255.0, max_shift=3.0), 0.5),
 }
 
 
@@ -227,21 +233,71 @@ class Refiner(nn.Module):
         """Unit embeddings per surrogate of crops (B, 3, S, S) in [0, 1]."""
         return {k: v.detach() for k, v in self.ensemble(x.to(self.device_)).items()}
 
-    def edit(
-        self, start: torch.Tensor, theta_flow: torch.Tensor, theta_lum: torch.Tensor
-    ) -> torch.Tensor:
-        """``start`` warped by the bounded flow, plus the bounded luminance field."""
+    def expression_bound(self, points: torch.Tensor) -> torch.Tensor:
+        """The expression warp's bound (B, 1, S, S) in crop pixels for faces with landmarks
+        ``points`` (B, 68, 2, landmark-chip pixels): ``expression_shift`` at the emotion
+        template's landmarks (the mouth corners and lower lids for *happy*; brows, lids, mouth
+        and jaw for *surprised*), falling smoothly to zero at 0.7 inter-ocular distances from
+        them."""
         c, s = self.config, self.size
-        flow = torch.tanh(theta_flow) * c.max_shift
-        flow = (
-            F.interpolate(flow, size=(s, s), mode="bicubic", align_corners=False) * self.flow_mask
+        # landmark-chip pixels → working-crop pixels (the inverse of the chip's alignment)
+        to_chip = chip_affine(working_template(s), CHIPS[self.geometry.points_net.sampler.chip])
+        a = torch.tensor(to_chip[:, :2], dtype=points.dtype, device=points.device)
+        b = torch.tensor(to_chip[:, 2], dtype=points.dtype, device=points.device)
+        crop_pts = (points - b) @ torch.linalg.inv(a).T
+        centres = crop_pts[:, sorted(TEMPLATES[self.geometry.emotion])]  # (B, K, 2)
+        radius = (0.7 * inter_ocular(crop_pts)).clamp_min(2.0)  # (B,)
+        pix = (self.grid[0] + 1.0) * (s / 2.0) - 0.5  # (S, S, 2) crop pixel centres
+        d2 = (pix[None, None] - centres[:, :, None, None]).pow(2).sum(-1)  # (B, K, S, S)
+        # a smooth bump that is exactly zero beyond ``radius``
+        u = (1.0 - d2 / radius[:, None, None, None] ** 2).clamp_min(0.0) ** 2
+        return c.expression_shift * u.amax(1, keepdim=True)
+
+    def luminance_bound(self, x0: torch.Tensor) -> torch.Tensor | float:
+        """The luminance field's bound (B, 1, S, S) for originals ``x0``: ``lum_eps`` on smooth
+        skin, up to ``(1 + lum_texture) · lum_eps`` where the original is textured (local
+        luminance contrast over 7 px, relative to the face's own mean contrast), where a
+        change is masked by what is already there."""
+        c = self.config
+        if c.lum_texture <= 0:
+            return c.lum_eps
+        y = (x0 * torch.tensor([0.299, 0.587, 0.114], device=x0.device)[:, None, None]).sum(
+            1, keepdim=True
         )
+        mean = F.avg_pool2d(F.pad(y, (3, 3, 3, 3), mode="reflect"), 7, stride=1)
+        sq = F.avg_pool2d(F.pad(y * y, (3, 3, 3, 3), mode="reflect"), 7, stride=1)
+        contrast = (sq - mean * mean).clamp_min(0.0).sqrt()
+        face = self.paste_mask > 0.5
+        ref = (contrast * face).sum((2, 3), keepdim=True) / face.sum().clamp_min(1)
+        texture = (contrast / ref.clamp_min(1e-4) / 2.0).clamp(0.0, 1.0)
+        return c.lum_eps * (1.0 + c.lum_texture * texture)
+
+    def edit(
+        self,
+        start: torch.Tensor,
+        theta_flow: torch.Tensor,
+        theta_lum: torch.Tensor,
+        expression: tuple[torch.Tensor, torch.Tensor] | None = None,
+        lum_bound: torch.Tensor | float | None = None,
+    ) -> torch.Tensor:
+        """``start`` warped by the bounded flow, plus the bounded luminance field.
+        ``expression`` = (pre-activations, bound from :meth:`expression_bound`) adds the
+        expression warp; ``lum_bound`` (:meth:`luminance_bound`) replaces ``lum_eps``."""
+        c, s = self.config, self.size
+
+        def warp(theta: torch.Tensor, bound: torch.Tensor | float) -> torch.Tensor:
+            up = F.interpolate(torch.tanh(theta), size=(s, s), mode="bicubic", align_corners=False)
+            return up * bound * self.flow_mask
+
+        flow = warp(theta_flow, c.max_shift)
+        if expression is not None:
+            flow = flow + warp(*expression)
         grid = self.grid + flow.permute(0, 2, 3, 1) * (2.0 / s)
         warped = F.grid_sample(
             start, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
-        dy = torch.tanh(theta_lum) * c.lum_eps
-        dy = F.interpolate(dy, size=(s, s), mode="bilinear", align_corners=False)
+        dy = F.interpolate(torch.tanh(theta_lum), size=(s, s), mode="bilinear", align_corners=False)
+        dy = dy * (c.lum_eps if lum_bound is None else lum_bound)
         return (warped + dy).clamp(0.0, 1.0)
 
     def _aims(
@@ -267,13 +323,13 @@ class Refiner(nn.Module):
         c = self.config
         emb = self.ensemble(views)
         b = views.shape[0] // copies
-        total = torch.zeros((), device=views.device)
+        per_model = []
         for m in t_emb:
             e = emb[m].view(copies, b, -1)
             to_target = (1.0 - (e * t_emb[m]).sum(-1)) / gap[m]
             to_own = (e * own[m][None]).sum(-1) / gap[m]
-            total = total + (c.w_target * to_target + c.w_dodge * to_own).mean()
-        return total / len(t_emb)
+            per_model.append((c.w_target * to_target + c.w_dodge * to_own).mean(0))
+        return torch.stack(per_model).mean()
 
     def guide(
         self,
@@ -331,17 +387,31 @@ class Refiner(nn.Module):
         aims = self._aims(x0, target)
         with torch.no_grad():
             p_orig = self.geometry.points_net.landmarks(x0)
+        lum_bound = self.luminance_bound(x0)
+        expression = None
+        if c.expression_shift > 0 and c.w_geometry > 0:
+            # the expression warp answers to the landmark template alone: the identity terms
+            # see it detached, so they cannot spend its larger bound on reshaping the face
+            theta_expr = torch.zeros_like(theta_flow, requires_grad=True)
+            opt.add_param_group({"params": [theta_expr]})
+            expression = (theta_expr, self.expression_bound(p_orig))
         began = time.perf_counter()
         for step in range(c.steps):
-            x = self.edit(start, theta_flow, theta_lum)
+            x = self.edit(start, theta_flow, theta_lum, expression, lum_bound)
             pasted = x0 + self.paste_mask * (x - x0)
-            views = eot_copies(pasted, own_side, c.copies, gen, c.jpeg)
+            if expression is not None:
+                fixed = (expression[0].detach(), expression[1])
+                x_id = self.edit(start, theta_flow, theta_lum, fixed, lum_bound)
+                pasted_id = x0 + self.paste_mask * (x_id - x0)
+            else:
+                pasted_id = pasted
+            views = eot_copies(pasted_id, own_side, c.copies, gen, c.jpeg)
             loss = self._identity(views, c.copies, aims)
             if c.w_geometry > 0:
                 pts = self.geometry.points_net.landmarks(pasted)
                 loss = loss + c.w_geometry * self.geometry.loss_from_points(pts, p_orig).mean()
             if c.w_classifier > 0:
-                loss = loss + c.w_classifier * self.classifier(pasted).mean()
+                loss = loss + c.w_classifier * self.classifier(pasted_id).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -350,4 +420,4 @@ class Refiner(nn.Module):
             if c.max_seconds is not None and time.perf_counter() - began > c.max_seconds:
                 break
         with torch.no_grad():
-            return self.edit(start, theta_flow, theta_lum).cpu()
+            return self.edit(start, theta_flow, theta_lum, expression, lum_bound).cpu()
