@@ -389,12 +389,19 @@ def main() -> None:
                 continue
             if row in results[table]:
                 continue
-            merged: dict[str, Any] = {"victims": {}}
-            secs = []
-            for surrogates, victims in runs:
-                opts = _options(row, surrogates)
-                targets = [("synthetic", protector.target_embeddings), ("obama", obama_target)]
-                for target_name, target in targets[: 2 if row in REAL_TARGET_ROWS else 1]:
+            # a row's passes are saved as they finish, so a stopped run resumes mid-row
+            partial = results.setdefault("partial", {}).setdefault(table, {})
+            state = partial.setdefault(row, {"merged": {"victims": {}}, "secs": [], "done": []})
+            merged, secs = state["merged"], state["secs"]
+            n_targets = 2 if row in REAL_TARGET_ROWS else 1
+            targets = [("synthetic", protector.target_embeddings), ("obama", obama_target)]
+            # every victim against the synthetic target first, then the real one
+            for target_name, target in targets[:n_targets]:
+                for surrogates, victims in runs:
+                    key = f"{'+'.join(surrogates)}:{target_name}"
+                    if key in state["done"]:
+                        continue
+                    opts = _options(row, surrogates)
                     p = dataclasses.replace(protector, target_embeddings=dict(target))
                     if row == "lum-eot":
                         crop = synthetic if target_name == "synthetic" else obama_enroll
@@ -427,14 +434,16 @@ def main() -> None:
                             )
                         else:
                             slot["psr_obama"] = d["psr_obama"]
-                    slot_default = merged["victims"]
-                    for d in slot_default.values():
+                    for d in merged["victims"].values():
                         d.setdefault("psr_obama", float("nan"))
                     if target_name == "synthetic" and "psnr" not in merged:
                         merged.update({k: v for k, v in r.items() if k != "victims"})
                         if table == "leave_one_out":
                             grid(faces, crops, args.out / f"grid_{row}.png")
+                    state["done"].append(key)
+                    path.write_text(json.dumps(results, indent=1))
                     print(table, row, surrogates, target_name, json.dumps(r["victims"]), flush=True)
+            del partial[row]
             merged["seconds"] = float(np.mean(secs))
             results[table][row] = merged
             path.write_text(json.dumps(results, indent=1))
