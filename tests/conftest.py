@@ -36,6 +36,12 @@ def insightface_images() -> Path:
     return fetch("insightface") / "insightface" / "data" / "images"
 
 
+@pytest.fixture(scope="session")
+def faceapi_demo() -> Path:
+    """face-api 1.7.15's demo photos (group photos; fetched by `make data` from npm)."""
+    return fetch("face-api") / "package" / "demo"
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """Run a test on one torch thread. Tests of tiny networks are faster so, and stay fast when

@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -350,16 +351,151 @@ def test_small_faces_skipped_with_exit_1(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    small = cv2.resize(astronaut_rgb, None, fx=0.35, fy=0.35, interpolation=cv2.INTER_AREA)
-    src = tmp_path / "small.png"
+    small = cv2.resize(astronaut_rgb, None, fx=0.2, fy=0.2, interpolation=cv2.INTER_AREA)
+    src = tmp_path / "small.png"  # the face is 16 px, under the 20 px minimum
     Image.fromarray(small).save(src)
     rc, out, err = _run(["protect", str(src), "--protector", str(protector_file), "--json"], capsys)
     assert rc == 1
     (photo,) = json.loads(out)["photos"]
-    assert photo["status"] == "too_small" and photo["output"] is None
-    assert photo["skipped"] and "too small" in photo["skipped"][0]["reason"]
-    assert "too small" in err
+    assert photo["status"] == "skipped" and photo["output"] is None
+    assert photo["skipped"][0]["kind"] == "too_small"
+    assert "too small" in photo["skipped"][0]["reason"]
+    assert "1 face(s) not protected (1 too small); nothing written" in err
     assert _files(tmp_path) == {"small.png"}
+
+
+def _region(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The photo pixels a face's blending oval reaches (the warped mask above 0)."""
+    from pareidolia.faces.blend import face_mask
+
+    al = working_alignment(landmarks)
+    h, w = rgb.shape[:2]
+    return cv2.warpAffine(face_mask(256), al.inverse, (w, h), flags=cv2.INTER_LINEAR) > 0
+
+
+def test_small_face_is_protected_and_nothing_outside_it_changes(
+    astronaut_rgb: np.ndarray, protector: Protector
+) -> None:
+    from pareidolia.faces.detect import SMALL_FACE_PX
+    from pareidolia.io import Photo
+
+    small = cv2.resize(astronaut_rgb, None, fx=0.31, fy=0.31, interpolation=cv2.INTER_AREA)
+    rgb = np.pad(small, ((40, 40), (60, 60), (0, 0)), mode="edge")
+    out, report = protect_photo(Photo(Path("small.png"), rgb, "PNG"), protector, QUICK)
+    assert report.status == "protected"
+    (face,) = report.faces
+    assert 20 <= min(face.box[2:]) < SMALL_FACE_PX  # a small face: upscaled into its crop
+    region = _region(rgb, locate_faces(rgb)[0].landmarks)
+    changed = np.any(out != rgb, axis=2)
+    assert changed.sum() > 0.3 * region.sum()
+    assert not changed[~region].any()
+    x, y, w, h = face.box  # the region is the face's own
+    ys, xs = np.nonzero(region)
+    assert xs.min() > x - w and xs.max() < x + 2 * w and ys.min() > y - h and ys.max() < y + 2 * h
+
+
+def test_every_skipped_face_has_its_reason(
+    astronaut_rgb: np.ndarray,
+    faceapi_demo: Path,
+    protector_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    x, _, w, _ = locate_faces(astronaut_rgb)[0].box
+    photos = {
+        "tiny.png": cv2.resize(astronaut_rgb, None, fx=0.2, fy=0.2, interpolation=cv2.INTER_AREA),
+        "cut.png": astronaut_rgb[:, round(x + 0.4 * w) :],  # the border runs through an eye
+        # a woman in profile, biting her finger
+        "profile.png": read_photo(faceapi_demo / "sample2.jpg").rgb[100:700, 250:850],
+    }
+    for name, rgb in photos.items():
+        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp_path / name)
+    argv = ["protect", str(tmp_path), "--protector", str(protector_file)]
+    rc, out, err = _run([*argv, "--json"], capsys)
+    assert rc == 1
+    reports = {Path(p["path"]).name: p for p in json.loads(out)["photos"]}
+    for name, kind, words in [
+        ("tiny.png", "too_small", "too small: 16 px"),
+        ("cut.png", "cut_by_border", "cut by the image border"),
+        ("profile.png", "turned_away", "turned away"),
+    ]:
+        r = reports[name]
+        assert r["status"] == "skipped" and r["faces_found"] == 1 and r["output"] is None
+        ((skip),) = r["skipped"]
+        assert skip["kind"] == kind and skip["reason"].startswith(words), skip
+    assert len(err.strip().splitlines()) == 3 and "nothing written" in err
+    rc, out, _ = _run(argv, capsys)
+    assert "skipped: box" in out and "turned away: the nose is" in out
+    assert out.strip().endswith(
+        "3 photo(s): 0 face(s) protected, 3 skipped (1 too small, 1 cut by the border, "
+        "1 turned away), 0 with errors"
+    )
+    assert _files(tmp_path) == set(photos)
+
+
+def test_face_filling_a_tight_crop_is_protected(
+    astronaut_rgb: np.ndarray, protector: Protector
+) -> None:
+    """A photo cut at the face's box (its working crop is mostly reflected padding, but the
+    whole face is in the photo) is protected, not skipped."""
+    from pareidolia.io import Photo
+
+    x, y, w, h = (round(v) for v in locate_faces(astronaut_rgb)[0].box)
+    rgb = np.ascontiguousarray(astronaut_rgb[y : y + h, x : x + w])
+    out, report = protect_photo(Photo(Path("tight.png"), rgb, "PNG"), protector, QUICK)
+    assert report.status == "protected" and not np.array_equal(out, rgb)
+
+
+def test_overlapping_faces_are_both_protected(
+    astronaut_rgb: np.ndarray, protector: Protector
+) -> None:
+    """Two people, one partly in front of the other: two faces, not one, and both edited."""
+    from pareidolia.io import Photo
+
+    head = astronaut_rgb[30:230, 140:310]
+    rgb = np.full((260, 290, 3), 120, np.uint8)
+    rgb[30:230, 20:190] = head
+    rgb[30:230, 100:270] = head  # covers the first face's right cheek
+    out, report = protect_photo(Photo(Path("two.png"), rgb, "PNG"), protector, QUICK)
+    assert report.status == "protected" and len(report.faces) == 2
+    for face in locate_faces(rgb):
+        assert np.any(out[_region(rgb, face.landmarks)] != rgb[_region(rgb, face.landmarks)])
+
+
+def test_more_faces_than_a_batch_are_all_protected_and_counted(
+    astronaut_rgb: np.ndarray, protector: Protector
+) -> None:
+    from pareidolia.io import Photo
+    from pareidolia.protect import BATCH
+
+    head = cv2.resize(astronaut_rgb[20:260, 120:360], None, fx=0.4, fy=0.4)  # a 36 px face
+    rgb = np.tile(head, (3, 3, 1))
+    calls: list[tuple[str, int, int]] = []
+    options = replace(QUICK, surrogates=("mobileface",))  # batching, not protection, is tested
+    _, report = protect_photo(
+        Photo(Path("nine.png"), rgb, "PNG"), protector, options, lambda *a: calls.append(a)
+    )
+    assert len(report.faces) == 9 > BATCH and report.status == "protected"
+    assert sorted(f.index for f in report.faces) == list(range(9))
+    assert [c for c in calls if c[0] == "faces"] == [
+        ("faces", 0, 9),
+        ("faces", 8, 9),
+        ("faces", 9, 9),
+    ]
+    refine = [c for c in calls if c[0] == "refine"]
+    assert refine[-1] == ("refine", 18, 18)  # 9 faces × 2 steps
+    assert [c[1] for c in refine] == sorted(c[1] for c in refine)
+
+
+def test_small_faces_are_batched_apart_with_fewer_copies() -> None:
+    from pareidolia.protect import BATCH, _batches, _for_small_faces
+
+    small = [False] * 3 + [True] * (BATCH + 1) + [False]
+    assert _batches(small) == [[0, 1, 2, 12], list(range(3, 3 + BATCH)), [3 + BATCH]]
+    assert _for_small_faces(QUICK).refine.copies == 1
+    assert ProtectOptions(small_face_copies=None).refine.copies == 3
+    with pytest.raises(UserError):
+        ProtectOptions(small_face_copies=0)
 
 
 def test_min_face_option_partial(
@@ -369,7 +505,7 @@ def test_min_face_option_partial(
     (report,) = protect_files([insightface_images / "t1.jpg"], protector, options)
     assert report.status == "partial" and exit_status([report]) == 1
     assert len(report.faces) + len(report.skipped) == 6 and report.skipped and report.faces
-    assert all(s.box[2] < 104 for s in report.skipped)
+    assert all(min(s.box[2:]) < 104 and s.kind == "too_small" for s in report.skipped)
     assert report.output is not None and report.output.parent == tmp_path
 
 
@@ -553,7 +689,8 @@ def test_exit_status_rules() -> None:
         0, (0, 0, 60, 60), 0.9, [], {"happy": 1.0}, {"happy": 1.0}, 30.0, 0.9, (1.0, 2.0), 1.0
     )
     ok = PhotoReport(Path("a.jpg"), faces=[face])
-    partial = PhotoReport(Path("b.jpg"), faces=[face], skipped=[SkippedFace((0, 0, 9, 9), "x")])
+    skip = SkippedFace((0, 0, 9, 9), "too_small", "x")
+    partial = PhotoReport(Path("b.jpg"), faces=[face], skipped=[skip])
     none = PhotoReport(Path("c.jpg"))
     bad = PhotoReport(Path("d.jpg"), error="empty file")
     assert exit_status([ok]) == 0

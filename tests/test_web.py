@@ -580,3 +580,16 @@ def test_server_refuses_foreign_uploads_and_expires_refused_ones(
     assert not (left & set(_files_in(cache)))
     status, body = _post_upload(url, "ok.jpg", photo, {"Origin": url.rstrip("/")})
     assert status == 200 and "ok.jpg" in body
+
+
+def test_summary_says_why_every_face_was_left() -> None:
+    from pareidolia.web import _summary
+
+    skipped = [
+        {"box": [0, 0, 9, 9], "kind": "too_small", "reason": "too small: 9 px"},
+        {"box": [50, 0, 90, 99], "kind": "turned_away", "reason": "turned away: …"},
+    ]
+    report = {"status": "skipped", "faces": [], "skipped": skipped}
+    assert _summary("party.jpg", report) == (
+        "**party.jpg**: no face could be protected (1 too small, 1 turned away); nothing written"
+    )

@@ -11,7 +11,13 @@ import numpy as np
 import torch
 
 from pareidolia.faces.align import to_tensor, warp_crop, working_alignment
-from pareidolia.faces.detect import Face, detect_faces, split_by_size
+from pareidolia.faces.detect import (
+    CROP_MIN_FACE_PX,
+    MAX_REFINE_ZOOM,
+    Face,
+    detect_faces,
+    split_by_size,
+)
 from pareidolia.faces.refine import refine_landmarks
 from pareidolia.zoo import registry
 
@@ -28,21 +34,31 @@ def landmarks68(chip: np.ndarray) -> np.ndarray:
     return rel * chip.shape[1]
 
 
+def _refined(rgb: np.ndarray, five: np.ndarray) -> np.ndarray:
+    """The 68-point net's five points for YuNet's ``five``, unless the two disagree on the face's
+    size by more than :data:`~pareidolia.faces.detect.MAX_REFINE_ZOOM` (the net lost the face);
+    YuNet's points then."""
+    better = refine_landmarks(rgb, five, landmarks68)
+    zoom = working_alignment(better).scale / working_alignment(five).scale
+    return better if 1 / MAX_REFINE_ZOOM <= zoom <= MAX_REFINE_ZOOM else five
+
+
 def locate_faces(rgb: np.ndarray, refine: bool = True) -> list[Face]:
     """All faces of an RGB photo, largest first, with refined five-point landmarks."""
     faces = detect_faces(rgb)
     if not refine:
         return faces
-    return [replace(f, landmarks=refine_landmarks(rgb, f.landmarks, landmarks68)) for f in faces]
+    return [replace(f, landmarks=_refined(rgb, f.landmarks)) for f in faces]
 
 
 def face_crops(path: Path | str, size: int = 256) -> list[np.ndarray]:
-    """Working crops (uint8, ``size`` px) of every face of the photo at ``path`` large enough to
-    protect, largest first. Raises :class:`~pareidolia.io.ImageError` for unusable files."""
+    """Working crops (uint8, ``size`` px) of every face of the photo at ``path`` sharp enough to
+    learn from (:data:`~pareidolia.faces.detect.CROP_MIN_FACE_PX`), largest first. Raises
+    :class:`~pareidolia.io.ImageError` for unusable files."""
     from pareidolia.io import read_photo
 
     photo = read_photo(path)
-    faces, _ = split_by_size(locate_faces(photo.rgb))
+    faces, _ = split_by_size(locate_faces(photo.rgb), CROP_MIN_FACE_PX)
     return [warp_crop(photo.rgb, working_alignment(f.landmarks, size)) for f in faces]
 
 

@@ -1,8 +1,11 @@
 """Protect photos: every face found is edited by a protector and pasted back at full resolution.
 
-Per photo: locate the faces, skip (and list) those too small to edit, take each face's 256 px
-working crop, optionally adapt the protector to this photo's faces, apply it, and blend the
-edit back (:mod:`pareidolia.faces.blend`). Every protected face is then measured on the pixels
+Per photo: locate the faces (large photos in full-resolution tiles too,
+:mod:`pareidolia.faces.detect`), skip and list with its reason every face that cannot be edited
+(too small, cut by the image border, turned away), take each other face's 256 px working crop
+(small faces upscaled into it), optionally adapt the protector to this photo's faces, apply it
+:data:`BATCH` faces at a time, and blend each edit back at the face's own resolution
+(:mod:`pareidolia.faces.blend`). Every protected face is then measured on the pixels
 exactly as they will be written (a lossy format is encoded and decoded first): for each FR model
 its score against the original face and against the protector's target, before and after, with
 the FAR 0.01 decision; the independent expression judge's probabilities; PSNR/SSIM of the face's
@@ -23,7 +26,8 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache, partial
 from pathlib import Path
@@ -40,13 +44,22 @@ from pareidolia.evaluation.verification import FaceEmbedder, compare
 from pareidolia.faces.align import (
     Alignment,
     ChipSampler,
+    outside_share,
     to_tensor,
     to_uint8,
     warp_crop,
     working_alignment,
 )
 from pareidolia.faces.blend import blend_edit, face_mask
-from pareidolia.faces.detect import MIN_FACE_PX, Face, split_by_size
+from pareidolia.faces.detect import (
+    MAX_OUTSIDE,
+    MAX_TURN,
+    MIN_FACE_PX,
+    SMALL_FACE_COPIES,
+    SMALL_FACE_PX,
+    Face,
+    turn,
+)
 from pareidolia.io import (
     SAVE_FORMATS,
     ImageError,
@@ -85,12 +98,15 @@ __all__ = [
     "SkippedFace",
     "adapt_protector",
     "check_output_folder",
+    "edit_crops",
+    "edit_in_batches",
     "exit_status",
     "expand_inputs",
     "format_change",
     "protect_files",
     "protect_photo",
     "retarget",
+    "skip_counts",
 ]
 
 FAR = "0.01"
@@ -99,11 +115,17 @@ WORKING_SIZE = 256
 JUDGE = "mini_xception"
 
 Progress = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``; stages: ``photos``, ``faces`` (of the current photo),
-``adapt`` (0 of 1 when adapting starts, 1 of 1 when done), ``refine`` (face-steps of the
-current photo's refinement)."""
+"""``progress(stage, done, total)``; stages: ``photos``, ``faces`` (faces of the current photo
+edited: 0 of N before the first batch, then after each batch), ``adapt`` (0 of 1 when adapting
+starts, 1 of 1 when done), ``refine`` (face-steps of the current photo's refinement)."""
 
-Status = Literal["protected", "partial", "too_small", "no_face", "error"]
+Status = Literal["protected", "partial", "skipped", "no_face", "error"]
+SkipKind = Literal["too_small", "cut_by_border", "turned_away"]
+SKIP_WORDS: dict[SkipKind, str] = {
+    "too_small": "too small",
+    "cut_by_border": "cut by the border",
+    "turned_away": "turned away",
+}
 
 
 @dataclass(frozen=True)
@@ -113,7 +135,7 @@ class ProtectOptions:
     out_dir: Path | None = None  # None: next to each source photo
     keep_metadata: bool = False  # keep EXIF (GPS, camera …); stripped by default
     adapt_steps: int = 0  # fine-tuning steps on each photo's own faces before applying
-    min_face: float = MIN_FACE_PX  # faces with a narrower detection box are skipped
+    min_face: float = MIN_FACE_PX  # faces whose detection box's shorter side is below: skipped
     robustness: bool = True  # re-check the decisions after a simulated social-network upload
     quality: int = 95  # JPEG / WebP quality of the output
     # [ours] "refine": the MAP edit at ``map_strength``, chroma restored, then the per-face
@@ -124,6 +146,8 @@ class ProtectOptions:
     refine: RefineConfig = field(default_factory=RefineConfig)
     # FR models the refinement optimises against; None: every model the target is known to
     surrogates: tuple[str, ...] | None = None
+    # [ours] EOT copies of the refinement for faces under SMALL_FACE_PX; None: refine.copies
+    small_face_copies: int | None = SMALL_FACE_COPIES
 
     def __post_init__(self) -> None:
         if self.mode not in ("refine", "fast"):
@@ -134,6 +158,8 @@ class ProtectOptions:
             raise UserError(f"--adapt must be 0 or more steps, got {self.adapt_steps}")
         if self.min_face < 1:
             raise UserError(f"--min-face must be at least 1 pixel, got {self.min_face}")
+        if self.small_face_copies is not None and self.small_face_copies < 1:
+            raise UserError(f"small_face_copies must be at least 1, got {self.small_face_copies}")
         if not 1 <= self.quality <= 100:
             raise UserError(f"quality must be within 1..100, got {self.quality}")
 
@@ -189,13 +215,23 @@ class RobustnessCheck:
 
 @dataclass(frozen=True)
 class SkippedFace:
-    """A detected face that was left unchanged, and why."""
+    """A detected face that was left unchanged, and why (``kind``, and in words ``reason``)."""
 
     box: tuple[float, float, float, float]
+    kind: SkipKind
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"box": [round(float(v), 1) for v in self.box], "reason": self.reason}
+        return {
+            "box": [round(float(v), 1) for v in self.box],
+            "kind": self.kind,
+            "reason": self.reason,
+        }
+
+
+def skip_counts(kinds: Sequence[str]) -> str:
+    """``2 too small, 1 turned away``: the skipped faces counted by reason."""
+    return ", ".join(f"{kinds.count(k)} {words}" for k, words in SKIP_WORDS.items() if k in kinds)
 
 
 @dataclass(frozen=True)
@@ -263,12 +299,12 @@ class PhotoReport:
 
     @property
     def status(self) -> Status:
-        """``protected`` (every face), ``partial`` (some skipped), ``too_small`` (all skipped),
-        ``no_face`` or ``error``."""
+        """``protected`` (every face), ``partial`` (some skipped), ``skipped`` (every face
+        skipped), ``no_face`` or ``error``."""
         if self.error is not None:
             return "error"
         if not self.faces:
-            return "too_small" if self.skipped else "no_face"
+            return "skipped" if self.skipped else "no_face"
         return "partial" if self.skipped else "protected"
 
     def to_dict(self) -> dict[str, Any]:
@@ -293,7 +329,7 @@ class PhotoReport:
 
 def exit_status(reports: Sequence[PhotoReport]) -> int:
     """0 when every face of every photo was protected, 2 when a file could not be used, else 1
-    (faces skipped as too small, or photos without a face)."""
+    (faces skipped: too small, cut by the border or turned away; or photos without a face)."""
     if any(r.status == "error" for r in reports):
         return 2
     return 0 if all(r.status == "protected" for r in reports) else 1
@@ -330,8 +366,10 @@ def _as_written(rgb: np.ndarray, fmt: str, quality: int) -> np.ndarray:
     if fmt not in ("JPEG", "WEBP"):
         return rgb
     data = encode_photo(rgb, fmt, quality=quality)
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB")).copy()
+    with warnings.catch_warnings():  # Pillow's bomb warning starts below our own pixel limit
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data)) as img:
+            return np.asarray(img.convert("RGB")).copy()
 
 
 def _output_format(path: Path) -> str:
@@ -512,6 +550,78 @@ def _refinement(
     return refiner, {m: protector.target_embeddings[m] for m in names}
 
 
+def _batches(small: Sequence[bool]) -> list[list[int]]:
+    """The faces' indices per batch: at most :data:`BATCH` each, small faces apart."""
+    groups = [[i for i, s in enumerate(small) if not s], [i for i, s in enumerate(small) if s]]
+    return [g[lo : lo + BATCH] for g in groups for lo in range(0, len(g), BATCH)]
+
+
+def _for_small_faces(options: ProtectOptions) -> ProtectOptions:
+    """``options`` for faces under :data:`SMALL_FACE_PX`: fewer EOT copies (their random
+    down-scales would mostly be faces below the minimum size)."""
+    if options.small_face_copies is None:
+        return options
+    return replace(options, refine=replace(options.refine, copies=options.small_face_copies))
+
+
+def _edit_batch(
+    protector: Protector,
+    x0: torch.Tensor,
+    options: ProtectOptions,
+    side: Sequence[int],
+    step: Callable[[int, int], None],
+) -> torch.Tensor:
+    """One batch of :func:`edit_in_batches`; ``step(done, total)`` after each refinement step."""
+    refinement = _refinement(protector, options)
+    guide = None
+    if refinement is not None and options.refine.guide_steps > 0:
+        refiner, target = refinement
+        guide = refiner.guide(x0, target, side, partial(to_crop, size=x0.shape[-1]))
+    edited = apply_protector(protector, x0, guide)
+    if options.mode == "refine":
+        edited = x0 + options.map_strength * (edited - x0)
+    if options.chroma:
+        edited = restore_chroma_tensor(x0, edited)
+    if refinement is not None and options.refine.steps > 0:
+        refiner, target = refinement
+        edited = refiner(x0, edited, target, side, step)
+    return edited
+
+
+def edit_in_batches(
+    protector: Protector,
+    crops: torch.Tensor | Sequence[np.ndarray],
+    options: ProtectOptions,
+    own_side: Sequence[int],
+    progress: Progress | None = None,
+    small: Sequence[bool] | None = None,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Edit working crops (a float tensor (N, 3, S, S) in [0, 1], or N uint8 (S, S, 3) crops)
+    as :func:`edit_crops` says, :data:`BATCH` faces at a time; yields (the faces' indices, their
+    edited crops (B, 3, S, S) in [0, 1]) batch by batch, so only one batch is ever held as
+    floats. Faces flagged in ``small`` are batched apart and refined with
+    ``options.small_face_copies`` EOT copies. ``progress`` counts faces and face-steps over all
+    N faces."""
+    n = len(crops)
+    flags = list(small) if small is not None else [False] * n
+    done = 0
+    if progress is not None:
+        progress("faces", 0, n)
+    for idx in _batches(flags):
+        x0 = crops[idx] if isinstance(crops, torch.Tensor) else to_tensor([crops[i] for i in idx])
+        opts = _for_small_faces(options) if flags[idx[0]] else options
+
+        def step(k: int, total: int, before: int = done, size: int = len(idx)) -> None:
+            if progress is not None:
+                progress("refine", before * total + k * size, n * total)
+
+        edited = _edit_batch(protector, x0, opts, [own_side[i] for i in idx], step)
+        done += len(idx)
+        if progress is not None:
+            progress("faces", done, n)
+        yield idx, edited
+
+
 def edit_crops(
     protector: Protector,
     crops: torch.Tensor,
@@ -522,54 +632,69 @@ def edit_crops(
     """Edit working crops (N, 3, S, S) in [0, 1] as ``options`` says: the MAP protector's pass
     (identity-guided when ``refine.guide_steps`` > 0), kept at ``map_strength`` with the
     original chroma, then (mode ``refine``) the per-face refinement toward the protector's
-    target. ``own_side[i]``: face i's crop side in photo pixels. Batches of :data:`BATCH`."""
-    out = []
-    n = crops.shape[0]
-    refinement = _refinement(protector, options)
-    for lo in range(0, n, BATCH):
-        x0 = crops[lo : lo + BATCH]
-        side = own_side[lo : lo + BATCH]
-        guide = None
-        if refinement is not None and options.refine.guide_steps > 0:
-            refiner, target = refinement
-            guide = refiner.guide(x0, target, side, partial(to_crop, size=x0.shape[-1]))
-        edited = apply_protector(protector, x0, guide)
-        if options.mode == "refine":
-            edited = x0 + options.map_strength * (edited - x0)
-        if options.chroma:
-            edited = restore_chroma_tensor(x0, edited)
-        if refinement is not None and options.refine.steps > 0:
-            refiner, target = refinement
-
-            def step(done: int, total: int, lo: int = lo, size: int = len(x0)) -> None:
-                if progress is not None:
-                    progress("refine", lo * total + done * size, n * total)
-
-            edited = refiner(x0, edited, target, side, step)
-        out.append(edited)
-        if progress is not None:
-            progress("faces", min(n, lo + BATCH), n)
-    return torch.cat(out)
+    target. ``own_side[i]``: face i's crop side in photo pixels. Batches of :data:`BATCH`
+    (:func:`edit_in_batches`)."""
+    out: list[torch.Tensor] = [crops[0]] * crops.shape[0]
+    for idx, edited in edit_in_batches(protector, crops, options, own_side, progress):
+        for i, e in zip(idx, edited, strict=True):
+            out[i] = e
+    return torch.stack(out)
 
 
 def _protect_faces(
     rgb: np.ndarray,
     alignments: list[Alignment],
     crops: list[np.ndarray],
+    small: list[bool],
     protector: Protector,
     options: ProtectOptions,
     progress: Progress | None,
 ) -> tuple[np.ndarray, list[float]]:
-    """Edit every face's crop (:func:`edit_crops`) and blend the edits into a copy of ``rgb``;
-    returns the photo and the seconds per face (the batch's time shared evenly)."""
-    t = time.perf_counter()
-    own_side = [max(8, round(WORKING_SIZE / a.scale)) for a in alignments]
-    edited = to_uint8(edit_crops(protector, to_tensor(crops), options, own_side, progress))
+    """Edit every face's crop (:func:`edit_in_batches`) and blend each batch's edits into a
+    copy of ``rgb`` as soon as it is done; returns the photo and the seconds per face (each
+    batch's time shared evenly by its faces)."""
     out = rgb.copy()
-    for alignment, crop, e in zip(alignments, crops, edited, strict=True):
-        out = blend_edit(out, crop, e, alignment)
-    per_face = (time.perf_counter() - t) / max(1, len(crops))
-    return out, [per_face] * len(crops)
+    seconds = [0.0] * len(crops)
+    own_side = [max(8, round(WORKING_SIZE / a.scale)) for a in alignments]
+    t = time.perf_counter()
+    for idx, edited in edit_in_batches(protector, crops, options, own_side, progress, small):
+        for i, e in zip(idx, to_uint8(edited), strict=True):
+            blend_edit(out, crops[i], e, alignments[i], in_place=True)
+        now = time.perf_counter()
+        for i in idx:
+            seconds[i] = (now - t) / len(idx)
+        t = now
+    return out, seconds
+
+
+def _skip_reason(
+    face: Face, alignment: Alignment, height: int, width: int, min_face: float
+) -> SkippedFace | None:
+    """Why ``face`` of a ``height`` × ``width`` photo is left unchanged; None to protect it."""
+    cut = outside_share(alignment, height, width, face_mask(alignment.size))
+    if cut > MAX_OUTSIDE:
+        return SkippedFace(
+            face.box,
+            "cut_by_border",
+            f"cut by the image border: {cut:.0%} of the face is outside the photo "
+            f"(more than {MAX_OUTSIDE:.0%}), too little to align",
+        )
+    if face.side < min_face:
+        return SkippedFace(
+            face.box,
+            "too_small",
+            f"too small: {face.side:.0f} px (the box's shorter side), below the minimum of "
+            f"{min_face:.0f} px",
+        )
+    turned = turn(face.landmarks)
+    if turned > MAX_TURN:
+        return SkippedFace(
+            face.box,
+            "turned_away",
+            f"turned away: the nose is {turned:.2f} eye distances off the face's midline "
+            f"(more than {MAX_TURN}), too far from frontal to align",
+        )
+    return None
 
 
 def protect_photo(
@@ -581,12 +706,15 @@ def protect_photo(
     target_crop: torch.Tensor | None = None,
     out_format: str | None = None,
 ) -> tuple[np.ndarray, PhotoReport]:
-    """Protect every large-enough face of ``photo``; returns (output RGB uint8, report).
+    """Protect every face of ``photo`` that can be (the others are listed in the report's
+    ``skipped`` with their reason); returns (output RGB uint8, report).
 
     ``out_format`` is the Pillow format the output will be written in (default: the output
     format of the photo's suffix); lossy formats are measured after an encode/decode round trip
     at ``options.quality``, so the report describes the file as written. With
-    ``options.adapt_steps`` > 0, ``target_crop`` (1, 3, S, S) in [0, 1] is required.
+    ``options.adapt_steps`` > 0, ``target_crop`` (1, 3, S, S) in [0, 1] is required; the
+    protector adapts to the photo's largest faces (at most one per step, faces under
+    :data:`SMALL_FACE_PX` only when there is no other).
     The report's ``output`` is left unset (nothing is written here).
     """
     if options.adapt_steps > 0 and target_crop is None:
@@ -594,27 +722,33 @@ def protect_photo(
     start = time.perf_counter()
     report = PhotoReport(path=photo.path, size=photo.size)
     found = locate_faces(photo.rgb)
-    keep, small = split_by_size(found, options.min_face)
-    report.skipped = [
-        SkippedFace(
-            f.box, f"too small: {f.size:.0f} px wide, below the minimum of {options.min_face:.0f}"
-        )
-        for f in small
-    ]
+    height, width = photo.rgb.shape[:2]
+    keep: list[Face] = []
+    alignments: list[Alignment] = []
+    for f in found:
+        alignment = working_alignment(f.landmarks, WORKING_SIZE)
+        skip = _skip_reason(f, alignment, height, width, options.min_face)
+        if skip is None:
+            keep.append(f)
+            alignments.append(alignment)
+        else:
+            report.skipped.append(skip)
     if not keep:
         report.seconds = time.perf_counter() - start
         return photo.rgb.copy(), report
-    alignments = [working_alignment(f.landmarks, WORKING_SIZE) for f in keep]
     crops = [warp_crop(photo.rgb, a) for a in alignments]
+    small = [f.side < SMALL_FACE_PX for f in keep]
     if options.adapt_steps > 0 and target_crop is not None:
         if progress is not None:
             progress("adapt", 0, 1)
-        protector = adapt_protector(protector, to_tensor(crops), target_crop, options.adapt_steps)
+        learn = [c for c, s in zip(crops, small, strict=True) if not s] or crops
+        protector = adapt_protector(
+            protector, to_tensor(learn[: options.adapt_steps]), target_crop, options.adapt_steps
+        )
         report.adapted_steps = int(protector.metrics.get("adapt_steps", 0))
         if progress is not None:
             progress("adapt", 1, 1)
-    out, seconds = _protect_faces(photo.rgb, alignments, crops, protector, options, progress)
-
+    out, seconds = _protect_faces(photo.rgb, alignments, crops, small, protector, options, progress)
     fmt = out_format or _output_format(photo.path)
     written = _as_written(out, fmt, options.quality)
     target = protector.target_embeddings

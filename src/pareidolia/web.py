@@ -256,14 +256,17 @@ def _rows(name: str, report: dict[str, Any]) -> list[list[str]]:
 
 def _summary(name: str, report: dict[str, Any]) -> str:
     """One markdown line on what happened to one photo."""
+    from pareidolia.protect import skip_counts
+
     status = report["status"]
     if status == "error":
         what = report["error"] if report["faces"] else f"not processed: {report['error']}"
         return f"**{name}**: {what}"
     if status == "no_face":
         return f"**{name}**: no face found; nothing to protect"
-    if status == "too_small":
-        return f"**{name}**: every face is too small to protect; nothing written"
+    kinds = [s["kind"] for s in report["skipped"]]
+    if status == "skipped":
+        return f"**{name}**: no face could be protected ({skip_counts(kinds)}); nothing written"
     faces = []
     for f in report["faces"]:
         top_b, top_a = f["top_expression_before"], f["top_expression_after"]
@@ -277,8 +280,8 @@ def _summary(name: str, report: dict[str, Any]) -> str:
             f"matches the target for {fooled} of {n} models, the original for {kept} of {n}"
         )
     line = f"**{name}**: {report['faces_protected']} face(s) protected in {report['seconds']:.1f} s"
-    if report["skipped"]:
-        line += f", {len(report['skipped'])} too small and left unchanged"
+    if kinds:
+        line += f", {len(kinds)} left unchanged ({skip_counts(kinds)})"
     return line + "".join(f"\n  - {f}" for f in faces)
 
 

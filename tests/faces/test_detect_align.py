@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,115 @@ def test_differentiable_chip_matches_direct_crop_and_passes_gradients(
     )  # two resamplings differ slightly
     out.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- large photos
+
+
+def _small_astronaut_on_grey(
+    astronaut_rgb: np.ndarray, scale: float, size: tuple[int, int], at: tuple[int, int]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """A grey photo of ``size`` (w, h) with the astronaut photo shrunk by ``scale`` at ``at``;
+    returns the photo and where the face's centre lies."""
+    import cv2
+
+    small = cv2.resize(astronaut_rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    photo = np.full((size[1], size[0], 3), 118, np.uint8)
+    x, y = at
+    photo[y : y + small.shape[0], x : x + small.shape[1]] = small
+    face = detect_faces(astronaut_rgb)[0]
+    cx, cy = face.box[0] + face.box[2] / 2, face.box[1] + face.box[3] / 2
+    return photo, (round(x + cx * scale), round(y + cy * scale))
+
+
+def _centre(box: tuple[float, ...]) -> np.ndarray:
+    return np.array([box[0] + box[2] / 2, box[1] + box[3] / 2])
+
+
+def test_small_face_in_a_large_photo_is_found_in_full_resolution_tiles(
+    astronaut_rgb: np.ndarray,
+) -> None:
+    """A 26 px face in a 4,400 px photo is 7 px in the 1,280 px copy, where YuNet cannot see
+    it; the tiles find it, at its place, once, even lying across a tile seam."""
+    import cv2
+
+    from pareidolia.faces.detect import DETECT_MAX_SIDE
+
+    for x in (600, DETECT_MAX_SIDE - 60):  # inside the first tile; across its right edge
+        photo, centre = _small_astronaut_on_grey(astronaut_rgb, 0.29, (4400, 1400), (x, 500))
+        scale = DETECT_MAX_SIDE / 4400
+        assert detect_faces(cv2.resize(photo, None, fx=scale, fy=scale)) == []
+        (face,) = detect_faces(photo)
+        assert 20 <= face.side <= 32
+        assert np.abs(_centre(face.box) - centre).max() < 6
+
+
+def test_large_face_across_tiles_is_one_face(astronaut_rgb: np.ndarray) -> None:
+    """A face larger than the tiles' overlap, across a seam: found whole by the downscaled
+    pass; the tiles' cut copies of it are left out."""
+    from pareidolia.faces.detect import DETECT_MAX_SIDE
+
+    # the face (~360 px) spans 1,040-1,400: across both edges of the first tiles' overlap
+    photo, centre = _small_astronaut_on_grey(astronaut_rgb, 4.0, (3600, 2400), (328, 200))
+    assert centre[0] - 180 < DETECT_MAX_SIDE - 106 and centre[0] + 180 > DETECT_MAX_SIDE
+    (face,) = detect_faces(photo)
+    assert face.side > 300
+    assert np.abs(_centre(face.box) - centre).max() < 40
+
+
+def test_tiles_cover_the_photo_with_the_overlap() -> None:
+    from pareidolia.faces.detect import tile_starts
+
+    assert tile_starts(1000, 1280, 100) == [0]
+    for length, overlap in ((1281, 50), (4400, 116), (10_000, 266)):
+        starts = tile_starts(length, 1280, overlap)
+        assert starts[0] == 0 and starts[-1] == length - 1280
+        assert all(b - a <= 1280 - overlap for a, b in itertools.pairwise(starts))
+
+
+def test_suppression_keeps_the_best_of_duplicates_and_distinct_neighbours() -> None:
+    from pareidolia.faces.detect import Face, merge, suppress
+
+    lm = np.zeros((5, 2))
+    a = Face((0, 0, 100, 100), lm, 0.9)
+    dup = Face((5, 5, 100, 100), lm, 0.8)
+    neighbour = Face((70, 0, 100, 100), lm, 0.7)  # IoU 0.18: another face
+    assert suppress([dup, a, neighbour]) == [a, neighbour]
+    assert merge([dup], [a, neighbour]) == [dup, neighbour]  # the first set wins a duplicate
+
+
+def test_turn_is_small_for_a_frontal_face(astronaut_rgb: np.ndarray) -> None:
+    from pareidolia.faces.detect import MAX_TURN, turn
+
+    lm = detect_faces(astronaut_rgb)[0].landmarks
+    assert turn(lm) < 0.1
+    profile = lm.copy()
+    profile[2, 0] = lm[1, 0] + 5  # the nose beyond the far eye
+    assert turn(profile) > MAX_TURN
+
+
+def test_crop_reads_only_its_region_and_reflects_like_the_whole_photo(
+    astronaut_rgb: np.ndarray,
+) -> None:
+    """``warp_crop`` of a face half beyond the border equals warping the whole photo."""
+    import cv2
+
+    face = detect_faces(astronaut_rgb)[0]
+    for shift in ((-200.0, 0.0), (0.0, 380.0), (0.0, 0.0)):
+        al = working_alignment(face.landmarks + np.array(shift), 256)
+        flags = {"flags": cv2.INTER_LINEAR, "borderMode": cv2.BORDER_REFLECT_101}
+        whole = cv2.warpAffine(astronaut_rgb, al.matrix, (256, 256), **flags)
+        assert np.abs(warp_crop(astronaut_rgb, al).astype(int) - whole).max() <= 1
+
+
+def test_outside_share(astronaut_rgb: np.ndarray) -> None:
+    from pareidolia.faces.align import outside_share
+    from pareidolia.faces.blend import face_mask
+
+    face = detect_faces(astronaut_rgb)[0]
+    h, w = astronaut_rgb.shape[:2]
+    al = working_alignment(face.landmarks, 256)
+    assert outside_share(al, h, w) == 0.0
+    eyes_x = face.landmarks[:2, 0].mean()
+    half = working_alignment(face.landmarks - np.array([eyes_x, 0.0]), 256)  # cut down the middle
+    assert 0.4 < outside_share(half, h, w, face_mask(256)) < 0.6

@@ -2,8 +2,9 @@
 
 Writes ``name_protected.ext`` next to each photo (or into ``-o OUTDIR``), prints a table per
 photo and face (or the JSON report), and exits 0 when every face of every photo was protected,
-1 when faces were skipped as too small or photos had no face, 2 on bad input (one line per
-problem on stderr; nothing is written for a bad file).
+1 when faces were skipped (too small, cut by the border, turned away: each listed with its
+reason) or photos had no face, 2 on bad input (one line per problem on stderr; nothing is
+written for a bad file).
 """
 
 from __future__ import annotations
@@ -72,7 +73,10 @@ def add_protect_parser(sub: Any) -> None:
     )
     p.add_argument("--keep-metadata", action="store_true", help="keep EXIF (GPS, camera, …)")
     p.add_argument(
-        "--min-face", type=float, metavar="PX", help="skip faces narrower than PX (default 48)"
+        "--min-face",
+        type=float,
+        metavar="PX",
+        help="skip faces whose detection box's shorter side is under PX (default 20)",
     )
     p.add_argument(
         "--no-robustness",
@@ -148,23 +152,40 @@ def _target(args: argparse.Namespace, adapt: int) -> torch.Tensor | None:
 
 
 class _Bar:
-    """A tqdm bar over photos on stderr, showing the current photo's face count."""
+    """tqdm bars on stderr: one over the photos, and under it one over the current photo's
+    faces (advancing as each batch is pasted, the refinement's share done beside it)."""
 
     def __init__(self) -> None:
         self.bar: Any = None
+        self.faces: Any = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm
 
         if self.bar is None and stage == "photos":
             self.bar = tqdm(total=total, unit="photo", file=sys.stderr, disable=None)
-        if stage == "photos" and self.bar is not None:
-            self.bar.set_postfix_str("")
-            self.bar.update(done - self.bar.n)
-        elif self.bar is not None:
-            self.bar.set_postfix_str(f"{stage} {done}/{total}")
+        if stage == "photos":
+            self._end_faces()
+            if self.bar is not None:
+                self.bar.update(done - self.bar.n)
+        elif stage == "faces":
+            if self.faces is None:
+                self.faces = tqdm(
+                    total=total, unit="face", file=sys.stderr, disable=None, leave=False
+                )
+            self.faces.update(done - self.faces.n)
+        elif stage == "refine" and self.faces is not None:
+            self.faces.set_postfix_str(f"refining {100 * done / max(total, 1):.0f} %")
+        elif stage == "adapt" and self.bar is not None:
+            self.bar.set_postfix_str("adapting" if done == 0 else "")
+
+    def _end_faces(self) -> None:
+        if self.faces is not None:
+            self.faces.close()
+            self.faces = None
 
     def close(self) -> None:
+        self._end_faces()
         if self.bar is not None:
             self.bar.close()
 
@@ -210,6 +231,8 @@ def _render_face(face: dict[str, Any]) -> list[str]:
 
 def render_reports(reports: list[dict[str, Any]]) -> str:
     """A readable table of the JSON-ready photo reports."""
+    from pareidolia.protect import skip_counts
+
     lines: list[str] = []
     for r in reports:
         if r["status"] == "error":
@@ -234,10 +257,11 @@ def render_reports(reports: list[dict[str, Any]]) -> str:
             lines.append(f"  skipped: box x={x:.0f} y={y:.0f} {w:.0f}×{h:.0f}: {s['reason']}")
         lines.append("")
     protected = sum(r["faces_protected"] for r in reports if r["output"])  # written ones
-    skipped = sum(len(r["skipped"]) for r in reports)
+    kinds = [s["kind"] for r in reports for s in r["skipped"]]
+    why = f" ({skip_counts(kinds)})" if kinds else ""
     errors = sum(r["status"] == "error" for r in reports)
     lines.append(
-        f"{len(reports)} photo(s): {protected} face(s) protected, {skipped} skipped, "
+        f"{len(reports)} photo(s): {protected} face(s) protected, {len(kinds)} skipped{why}, "
         f"{errors} with errors"
     )
     return "\n".join(lines)
@@ -245,6 +269,8 @@ def render_reports(reports: list[dict[str, Any]]) -> str:
 
 def _problems(reports: list[PhotoReport]) -> list[str]:
     """One line per photo that was not fully protected, for stderr."""
+    from pareidolia.protect import skip_counts
+
     lines = []
     for r in reports:
         if r.status == "error":
@@ -252,8 +278,9 @@ def _problems(reports: list[PhotoReport]) -> list[str]:
         elif r.status == "no_face":
             lines.append(f"{r.path}: no face found; nothing written")
         elif r.skipped:
-            what = "nothing written" if not r.faces else "those faces are not protected"
-            lines.append(f"{r.path}: {len(r.skipped)} face(s) too small to protect; {what}")
+            what = "nothing written" if not r.faces else "those faces are left unchanged"
+            why = skip_counts([s.kind for s in r.skipped])
+            lines.append(f"{r.path}: {len(r.skipped)} face(s) not protected ({why}); {what}")
     return lines
 
 

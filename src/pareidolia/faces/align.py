@@ -48,19 +48,45 @@ def working_alignment(landmarks: np.ndarray, size: int = 256) -> Alignment:
     return align_to(landmarks, working_template(size))
 
 
+def _source_box(alignment: Alignment, height: int, width: int, margin: int) -> tuple[int, ...]:
+    """(x0, y0, x1, y1): the photo pixels the crop reads, ``margin`` wider and clipped to the
+    photo, widened to hold what the crop reflects where it reaches beyond the border."""
+    s = alignment.size
+    corners = np.array([[0, 0, 1], [s, 0, 1], [0, s, 1], [s, s, 1]], np.float64)
+    pts = corners @ alignment.inverse.T
+    lo = np.floor(pts.min(0)).astype(int) - margin
+    hi = np.ceil(pts.max(0)).astype(int) + margin
+    box = []
+    for a, b, n in ((lo[0], hi[0], width), (lo[1], hi[1], height)):
+        box.append((max(0, min(a, 2 * (n - 1) - b)), min(n, max(b, -a) + 1)))
+    (x0, x1), (y0, y1) = box
+    if x1 - x0 < 2 or y1 - y0 < 2:  # the crop lies wholly beyond the photo: reflect all of it
+        return 0, 0, width, height
+    return x0, y0, x1, y1
+
+
 def warp_crop(rgb: np.ndarray, alignment: Alignment) -> np.ndarray:
     """Cut the aligned crop out of an RGB photo, with reflected borders.
 
-    When the crop shrinks the face by more than 2×, the photo is first halved with an
+    Only the part of the photo the crop reads is touched, so the cost does not grow with the
+    photo. When the crop shrinks the face by more than 2×, that part is first halved with an
     anti-aliasing pyramid so fine texture does not alias into the crop.
     """
-    m = alignment.matrix.copy()
-    img = rgb
-    while alignment.scale * (rgb.shape[1] / img.shape[1]) < 0.5 and min(img.shape[:2]) > 32:
+    levels = 0
+    while alignment.scale * 2**levels < 0.5:
+        levels += 1
+    step = 2**levels
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = _source_box(alignment, h, w, 4 * step + 2)
+    x0, y0 = x0 - x0 % step, y0 - y0 % step  # the pyramid's grid stays the whole photo's
+    img = rgb[y0:y1, x0:x1]
+    factor = 1
+    while factor < step and min(img.shape[:2]) > 32:
         img = cv2.pyrDown(img)
-    factor = rgb.shape[1] / img.shape[1]
-    if factor != 1.0:
-        m = m @ np.diag([factor, factor, 1.0])
+        factor *= 2
+    m = alignment.matrix.copy()
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
+    m[:, :2] *= factor
     return cv2.warpAffine(
         img,
         m,
@@ -68,6 +94,22 @@ def warp_crop(rgb: np.ndarray, alignment: Alignment) -> np.ndarray:
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REFLECT_101,
     )
+
+
+def outside_share(
+    alignment: Alignment, height: int, width: int, weight: np.ndarray | None = None
+) -> float:
+    """The share of the crop (weighted by ``weight`` (S, S), e.g. the face oval) whose pixels
+    lie beyond a ``height`` × ``width`` photo, where the crop holds only reflected padding."""
+    s = alignment.size
+    ys, xs = np.mgrid[0:s, 0:s].astype(np.float64)
+    inv = alignment.inverse
+    px = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
+    py = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
+    outside = (px < -0.5) | (py < -0.5) | (px > width - 0.5) | (py > height - 0.5)
+    wgt = np.ones((s, s)) if weight is None else weight.astype(np.float64)
+    total = float(wgt.sum())
+    return float((wgt * outside).sum()) / total if total > 0 else 1.0
 
 
 def crop_chip(rgb: np.ndarray, landmarks: np.ndarray, chip: str) -> np.ndarray:

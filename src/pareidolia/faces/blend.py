@@ -92,16 +92,19 @@ def paste_residual(
     residual: np.ndarray,
     alignment: Alignment,
     mask: np.ndarray | None = None,
+    *,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Add a crop-space ``residual`` (S, S, 3) float to ``photo`` (H, W, 3) uint8 under ``mask``
     (default :func:`face_mask`), both warped back with ``alignment``'s inverse; returns a new
-    uint8 photo. Work is limited to the bounding box of the warped mask, so the cost does not
-    grow with the photo's size."""
+    uint8 photo, or ``photo`` itself changed with ``in_place`` (no copy of a large photo per
+    face). Work is limited to the bounding box of the warped mask, so the cost does not grow
+    with the photo's size."""
     size = alignment.size
     if residual.shape[:2] != (size, size):
         raise ValueError(f"residual must be ({size}, {size}, C), got {residual.shape}")
     m = face_mask(size) if mask is None else mask.astype(np.float32)
-    out = photo.copy()
+    out = photo if in_place else photo.copy()
     box = _support_box(m, alignment.inverse, photo.shape[0], photo.shape[1])
     if box is None:
         return out
@@ -130,8 +133,11 @@ def blend_edit(
     edited_crop: np.ndarray,
     alignment: Alignment,
     mask: np.ndarray | None = None,
+    *,
+    in_place: bool = False,
 ) -> np.ndarray:
-    """Put an edit of one face into ``photo`` (H, W, 3) uint8.
+    """Put an edit of one face into ``photo`` (H, W, 3) uint8 (changed itself with
+    ``in_place``, else a copy).
 
     ``original_crop`` is the working crop the edit started from (taken from the *original*
     photo with ``alignment``), ``edited_crop`` the edited version (both (S, S, 3) uint8). Their
@@ -141,4 +147,4 @@ def blend_edit(
     if original_crop.shape != edited_crop.shape:
         raise ValueError(f"crops differ in shape: {original_crop.shape} vs {edited_crop.shape}")
     residual = edited_crop.astype(np.float32) - original_crop.astype(np.float32)
-    return paste_residual(photo, residual, alignment, mask)
+    return paste_residual(photo, residual, alignment, mask, in_place=in_place)
