@@ -268,9 +268,9 @@ def test_output_names_never_collide(tmp_path: Path) -> None:
 
 def test_folders_expand_recursively_to_images(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
-    for name in ["a.jpg", "sub/b.PNG", "sub/notes.txt"]:
+    for name in ["a.jpg", "sub/b.PNG", "sub/c.gif", "sub/notes.txt"]:
         (tmp_path / name).write_bytes(b"x")
-    assert [p.name for p in iter_image_files([tmp_path])] == ["a.jpg", "b.PNG"]
+    assert [p.name for p in iter_image_files([tmp_path])] == ["a.jpg", "b.PNG", "c.gif"]
 
 
 def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path) -> None:

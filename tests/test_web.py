@@ -593,3 +593,18 @@ def test_summary_says_why_every_face_was_left() -> None:
     assert _summary("party.jpg", report) == (
         "**party.jpg**: no face could be protected (1 too small, 1 turned away); nothing written"
     )
+
+
+def test_summary_says_when_the_format_changed() -> None:
+    from pareidolia.web import _summary
+
+    report = {
+        "status": "protected",
+        "faces": [],
+        "skipped": [],
+        "faces_protected": 1,
+        "seconds": 2.0,
+        "format_change": "GIF input written as PNG: GIF is not an output format",
+    }
+    line = _summary("cat.gif", report)
+    assert line.endswith("; format changed: GIF input written as PNG: GIF is not an output format")

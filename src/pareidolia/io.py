@@ -35,7 +35,7 @@ MAX_PIXELS = 100_000_000
 bombs. A 20,000 × 20,000 photo (400 MP) would need 1.2 GB as RGB before any processing."""
 
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
+    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif"}
 )
 
 

@@ -282,6 +282,8 @@ def _summary(name: str, report: dict[str, Any]) -> str:
     line = f"**{name}**: {report['faces_protected']} face(s) protected in {report['seconds']:.1f} s"
     if kinds:
         line += f", {len(kinds)} left unchanged ({skip_counts(kinds)})"
+    if report.get("format_change"):
+        line += f"; format changed: {report['format_change']}"
     return line + "".join(f"\n  - {f}" for f in faces)
 
 
