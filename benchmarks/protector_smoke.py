@@ -34,8 +34,7 @@ from pareidolia.evaluation.protocol import judge_rate, psr, target_test_photo
 from pareidolia.faces.align import to_tensor, to_uint8
 from pareidolia.facesets import Faceset, load_faceset
 from pareidolia.io import atomic_write_bytes, encode_photo
-from pareidolia.protect import adapt_protector
-from pareidolia.protector import ProtectorConfig, apply_protector, finetune
+from pareidolia.protector import ProtectorConfig, adapt_protector, apply_protector, finetune
 from pareidolia.quality import psnr, ssim
 from pareidolia.zoo import registry
 

@@ -53,9 +53,10 @@ from pareidolia.faces.align import warp_crop, working_alignment
 from pareidolia.faces.blend import face_mask
 from pareidolia.io import Photo
 from pareidolia.locate import locate_faces
-from pareidolia.protect import FaceReport, PhotoReport, ProtectOptions, protect_photo
+from pareidolia.protect import ProtectOptions, protect_photo
 from pareidolia.protector import Protector
 from pareidolia.quality import psnr
+from pareidolia.report import FaceReport, PhotoReport
 
 SIZES = (24, 32, 48, 96)
 ROWS: dict[str, dict[str, Any]] = {

@@ -32,18 +32,10 @@ from pareidolia.errors import UserError
 from pareidolia.faces.align import to_tensor, warp_crop, working_alignment
 from pareidolia.io import read_photo
 from pareidolia.locate import locate_faces
-from pareidolia.protect import (
-    FaceReport,
-    PhotoReport,
-    ProtectOptions,
-    SkippedFace,
-    exit_status,
-    expand_inputs,
-    protect_files,
-    protect_photo,
-)
+from pareidolia.protect import ProtectOptions, expand_inputs, protect_files, protect_photo
 from pareidolia.protector import Protector, save_protector
 from pareidolia.refine import RefineConfig
+from pareidolia.report import FaceReport, PhotoReport, SkippedFace, exit_status
 from pareidolia.zoo import registry
 from pareidolia.zoo.spec import EMOTIONS
 

@@ -126,7 +126,7 @@ def test_astronaut_upload_is_protected_with_report(
     for row in result.rows:
         assert len(row) == len(COLUMNS)
         assert row[0] == "astronaut.jpg" and row[1] == "0"
-        assert row[6] in ("yes", "no") and "→" in row[7] and "→" in row[8]
+        assert row[6] in ("match", "no match") and "→" in row[7] and "→" in row[8]
         assert row[9] == "not checked"
 
     assert list(work.iterdir()) == []  # the request folder is gone
@@ -583,28 +583,33 @@ def test_server_refuses_foreign_uploads_and_expires_refused_ones(
 
 
 def test_summary_says_why_every_face_was_left() -> None:
-    from pareidolia.web import _summary
+    from pareidolia.report import PhotoReport, SkippedFace, markdown_summary
 
     skipped = [
-        {"box": [0, 0, 9, 9], "kind": "too_small", "reason": "too small: 9 px"},
-        {"box": [50, 0, 90, 99], "kind": "turned_away", "reason": "turned away: …"},
+        SkippedFace((0, 0, 9, 9), "too_small", "too small: 9 px"),
+        SkippedFace((50, 0, 90, 99), "turned_away", "turned away: …"),
     ]
-    report = {"status": "skipped", "faces": [], "skipped": skipped}
-    assert _summary("party.jpg", report) == (
+    report = PhotoReport(Path("party.jpg"), skipped=skipped)
+    assert report.status == "skipped"
+    assert markdown_summary(report) == (
         "**party.jpg**: no face could be protected (1 too small, 1 turned away); nothing written"
     )
 
 
 def test_summary_says_when_the_format_changed() -> None:
-    from pareidolia.web import _summary
+    from pareidolia.report import FaceReport, PhotoReport, markdown_summary
 
-    report = {
-        "status": "protected",
-        "faces": [],
-        "skipped": [],
-        "faces_protected": 1,
-        "seconds": 2.0,
-        "format_change": "GIF input written as PNG: GIF is not an output format",
-    }
-    line = _summary("cat.gif", report)
-    assert line.endswith("; format changed: GIF input written as PNG: GIF is not an output format")
+    face = FaceReport(
+        0, (0, 0, 60, 60), 0.9, [], {"happy": 1.0}, {"happy": 1.0}, 30.0, 0.9, (1.0, 2.0), 1.0
+    )
+    report = PhotoReport(
+        Path("cat.gif"),
+        faces=[face],
+        seconds=2.0,
+        format_change="GIF input written as PNG: GIF is not an output format",
+    )
+    line = markdown_summary(report).split("\n")[0]
+    assert line == (
+        "**cat.gif**: 1 face(s) protected in 2.0 s; "
+        "format changed: GIF input written as PNG: GIF is not an output format"
+    )

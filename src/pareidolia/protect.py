@@ -1,16 +1,14 @@
-"""Protect photos: every face found is edited by a protector and pasted back at full resolution.
+"""The photo pipeline: every face found is edited by a protector and pasted back at full
+resolution.
 
-Per photo: locate the faces (large photos in full-resolution tiles too,
+Per photo: read, locate the faces (large photos in full-resolution tiles too,
 :mod:`pareidolia.faces.detect`), skip and list with its reason every face that cannot be edited
 (too small, cut by the image border, turned away), take each other face's 256 px working crop
 (small faces upscaled into it), optionally adapt the protector to this photo's faces, apply it
-:data:`BATCH` faces at a time, and blend each edit back at the face's own resolution
-(:mod:`pareidolia.faces.blend`). Every protected face is then measured on the pixels
-exactly as they will be written (a lossy format is encoded and decoded first): for each FR model
-its score against the original face and against the protector's target, before and after, with
-the FAR 0.01 decision; the independent expression judge's probabilities; PSNR/SSIM of the face's
-working crop; and, optionally, whether the decisions survive an upload to a social network
-(0.5× resize, JPEG 75), with the faces detected anew.
+:data:`BATCH` faces at a time, blend each edit back at the face's own resolution
+(:mod:`pareidolia.faces.blend`) and write. What was done is measured by
+:func:`pareidolia.report.measure_faces` on the pixels exactly as they will be written (a lossy
+format is encoded and decoded first) into the typed reports of :mod:`pareidolia.report`.
 
 :func:`protect_files` runs a whole batch: folders are expanded, every output is written next to
 its source (or into ``out_dir``) with a ``_protected`` suffix, atomically and never over an
@@ -22,28 +20,23 @@ cannot be written) raise :class:`UserError` before any work is done. Nothing her
 from __future__ import annotations
 
 import io
-import json
-import math
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import cache, partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pareidolia.colour import colour_shift, restore_chroma_tensor
+from pareidolia.colour import restore_chroma_tensor
 from pareidolia.errors import UserError, os_problem
-from pareidolia.evaluation.variants import social_network
-from pareidolia.evaluation.verification import FaceEmbedder, compare
 from pareidolia.faces.align import (
     Alignment,
-    ChipSampler,
     outside_share,
     to_tensor,
     to_uint8,
@@ -71,61 +64,35 @@ from pareidolia.io import (
     write_photo,
 )
 from pareidolia.locate import locate_faces
-from pareidolia.objectives.identity import EnsembleFactory, zoo_ensembles
-from pareidolia.protector import (
-    Protector,
-    apply_protector,
-    finetune,
-    to_crop,
-)
-from pareidolia.quality import psnr, ssim
+from pareidolia.objectives.identity import zoo_ensembles
+from pareidolia.protector import Protector, adapt_protector, apply_protector, to_crop
 from pareidolia.refine import RefineConfig, Refiner
+from pareidolia.report import EditedFace, PhotoReport, SkippedFace, measure_faces
 from pareidolia.zoo import registry
-from pareidolia.zoo.spec import EMOTIONS
-from pareidolia.zoo.thresholds import thresholds
 
 __all__ = [
-    "FAR",
     "SUFFIX",
     "WORKING_SIZE",
-    "FaceReport",
     "Interrupted",
-    "ModelScores",
-    "PhotoReport",
     "Progress",
     "ProtectOptions",
-    "RobustnessCheck",
-    "SkippedFace",
-    "adapt_protector",
     "check_output_folder",
     "edit_crops",
     "edit_in_batches",
-    "exit_status",
     "expand_inputs",
     "format_change",
     "protect_files",
     "protect_photo",
     "retarget",
-    "skip_counts",
 ]
 
-FAR = "0.01"
 SUFFIX = "_protected"
 WORKING_SIZE = 256
-JUDGE = "mini_xception"
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: ``photos``, ``faces`` (faces of the current photo
 edited: 0 of N before the first batch, then after each batch), ``adapt`` (0 of 1 when adapting
 starts, 1 of 1 when done), ``refine`` (face-steps of the current photo's refinement)."""
-
-Status = Literal["protected", "partial", "skipped", "no_face", "error"]
-SkipKind = Literal["too_small", "cut_by_border", "turned_away"]
-SKIP_WORDS: dict[SkipKind, str] = {
-    "too_small": "too small",
-    "cut_by_border": "cut by the border",
-    "turned_away": "turned away",
-}
 
 
 @dataclass(frozen=True)
@@ -164,201 +131,7 @@ class ProtectOptions:
             raise UserError(f"quality must be within 1..100, got {self.quality}")
 
 
-# ----------------------------------------------------------------------------- reports
-
-
-def _num(x: float | None, digits: int = 4) -> float | None:
-    """A JSON-safe rounded number: None for a missing or infinite value."""
-    if x is None or not math.isfinite(x):
-        return None
-    return round(float(x), digits)
-
-
-@dataclass(frozen=True)
-class ModelScores:
-    """One FR model's view of a protected face (scores are cosine similarities or, for the
-    euclidean models, distances; the decisions use the model's FAR 0.01 threshold)."""
-
-    model: str
-    metric: str
-    threshold: float
-    original_score: float  # protected face vs the original face
-    matches_original: bool
-    target_before: float | None  # original face vs the target (None: no target embedding)
-    target_after: float | None  # protected face vs the target
-    matches_target_before: bool | None
-    matches_target_after: bool | None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k in ("threshold", "original_score", "target_before", "target_after"):
-            d[k] = _num(d[k])
-        return d
-
-
-@dataclass(frozen=True)
-class RobustnessCheck:
-    """One FR model's decisions on the face after :func:`social_network` (0.5×, JPEG 75)."""
-
-    model: str
-    original_score: float
-    matches_original: bool
-    target_score: float | None
-    matches_target: bool | None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["original_score"] = _num(d["original_score"])
-        d["target_score"] = _num(d["target_score"])
-        return d
-
-
-@dataclass(frozen=True)
-class SkippedFace:
-    """A detected face that was left unchanged, and why (``kind``, and in words ``reason``)."""
-
-    box: tuple[float, float, float, float]
-    kind: SkipKind
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "box": [round(float(v), 1) for v in self.box],
-            "kind": self.kind,
-            "reason": self.reason,
-        }
-
-
-def skip_counts(kinds: Sequence[str]) -> str:
-    """``2 too small, 1 turned away``: the skipped faces counted by reason."""
-    return ", ".join(f"{kinds.count(k)} {words}" for k, words in SKIP_WORDS.items() if k in kinds)
-
-
-@dataclass(frozen=True)
-class FaceReport:
-    """What protecting one face did."""
-
-    index: int  # rank by size among the detected faces (0 = largest)
-    box: tuple[float, float, float, float]  # x, y, width, height in photo pixels
-    detector_score: float
-    models: list[ModelScores]
-    expression_before: dict[str, float]  # judge's probabilities, EMOTIONS order
-    expression_after: dict[str, float]
-    psnr: float | None  # dB, working crop of original vs output; None when identical
-    ssim: float
-    colour_shift: tuple[float, float]  # CIEDE2000 mean, 95th percentile over the face oval
-    seconds: float  # time to protect the face (adaptation excluded)
-    redetected: bool | None = None  # face found again after the upload; None: not checked
-    robustness: list[RobustnessCheck] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "box": [round(float(v), 1) for v in self.box],
-            "detector_score": _num(self.detector_score),
-            "models": [m.to_dict() for m in self.models],
-            "expression_before": {k: _num(v) for k, v in self.expression_before.items()},
-            "expression_after": {k: _num(v) for k, v in self.expression_after.items()},
-            "top_expression_before": max(
-                self.expression_before, key=self.expression_before.__getitem__
-            ),
-            "top_expression_after": max(
-                self.expression_after, key=self.expression_after.__getitem__
-            ),
-            "psnr": _num(self.psnr, 2),
-            "ssim": _num(self.ssim),
-            "colour_shift": {
-                "mean": _num(self.colour_shift[0], 3),
-                "p95": _num(self.colour_shift[1], 3),
-            },
-            "seconds": _num(self.seconds, 3),
-            "redetected": self.redetected,
-            "robustness": None
-            if self.robustness is None
-            else [r.to_dict() for r in self.robustness],
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-
-@dataclass
-class PhotoReport:
-    """What happened to one input file."""
-
-    path: Path
-    output: Path | None = None  # the protected copy; None when nothing was written
-    size: tuple[int, int] | None = None  # (width, height)
-    faces: list[FaceReport] = field(default_factory=list)
-    skipped: list[SkippedFace] = field(default_factory=list)
-    error: str | None = None  # why the file could not be processed
-    adapted_steps: int = 0
-    seconds: float = 0.0
-    # the output's format differs from the input's (:func:`format_change`); None when kept
-    format_change: str | None = None
-
-    @property
-    def status(self) -> Status:
-        """``protected`` (every face), ``partial`` (some skipped), ``skipped`` (every face
-        skipped), ``no_face`` or ``error``."""
-        if self.error is not None:
-            return "error"
-        if not self.faces:
-            return "skipped" if self.skipped else "no_face"
-        return "partial" if self.skipped else "protected"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "output": None if self.output is None else str(self.output),
-            "status": self.status,
-            "size": None if self.size is None else list(self.size),
-            "faces_found": len(self.faces) + len(self.skipped),
-            "faces_protected": len(self.faces),
-            "faces": [f.to_dict() for f in self.faces],
-            "skipped": [s.to_dict() for s in self.skipped],
-            "error": self.error,
-            "adapted_steps": self.adapted_steps,
-            "seconds": _num(self.seconds, 3),
-            "format_change": self.format_change,
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-
-def exit_status(reports: Sequence[PhotoReport]) -> int:
-    """0 when every face of every photo was protected, 2 when a file could not be used, else 1
-    (faces skipped: too small, cut by the border or turned away; or photos without a face)."""
-    if any(r.status == "error" for r in reports):
-        return 2
-    return 0 if all(r.status == "protected" for r in reports) else 1
-
-
-# ----------------------------------------------------------------------------- measuring
-
-
-class _Judge:
-    """The independent expression judge (``mini_xception``) on working crops."""
-
-    def __init__(self) -> None:
-        self.net = registry.load(JUDGE)
-        self.sampler = ChipSampler(registry.get(JUDGE).chip, WORKING_SIZE)
-
-    @torch.no_grad()
-    def probabilities(self, crop: np.ndarray) -> dict[str, float]:
-        logp = self.net(self.sampler(to_tensor(crop)))[0]
-        return {e: float(p) for e, p in zip(EMOTIONS, logp.exp().tolist(), strict=True)}
-
-
-@cache
-def _embedder() -> FaceEmbedder:
-    return FaceEmbedder()
-
-
-@cache
-def _judge() -> _Judge:
-    return _Judge()
+# ----------------------------------------------------------------------------- writing
 
 
 def _as_written(rgb: np.ndarray, fmt: str, quality: int) -> np.ndarray:
@@ -398,118 +171,7 @@ def format_change(photo: Photo, output: Path) -> str | None:
     return f"{source} input written as {written}{lossy}: {source} is not an output format"
 
 
-def _model_scores(
-    original: dict[str, torch.Tensor],
-    protected: dict[str, torch.Tensor],
-    target: dict[str, torch.Tensor],
-) -> list[ModelScores]:
-    rows = []
-    vs_original = {v.model: v for v in compare(protected, original, FAR)}
-    for name, v in vs_original.items():
-        th = thresholds(name)
-        before = after = None
-        match_before = match_after = None
-        if name in target:
-            before = float(th.score(original[name], target[name]).item())
-            after = float(th.score(protected[name], target[name]).item())
-            match_before = bool(th.matches(before, FAR))
-            match_after = bool(th.matches(after, FAR))
-        rows.append(
-            ModelScores(
-                model=name,
-                metric=v.metric,
-                threshold=v.threshold,
-                original_score=v.score,
-                matches_original=v.match,
-                target_before=before,
-                target_after=after,
-                matches_target_before=match_before,
-                matches_target_after=match_after,
-            )
-        )
-    return rows
-
-
-def _nearest_face(faces: list[Face], box: tuple[float, ...], factor: float) -> Face | None:
-    """The face of ``faces`` whose centre is nearest the centre of ``box`` scaled by ``factor``,
-    if within half the box's width."""
-    cx = (box[0] + box[2] / 2) * factor
-    cy = (box[1] + box[3] / 2) * factor
-    best, best_d = None, box[2] * factor / 2
-    for f in faces:
-        d = math.hypot(f.box[0] + f.box[2] / 2 - cx, f.box[1] + f.box[3] / 2 - cy)
-        if d <= best_d:
-            best, best_d = f, d
-    return best
-
-
-def _robustness(
-    written: np.ndarray,
-    faces: list[Face],
-    original: list[dict[str, torch.Tensor]],
-    target: dict[str, torch.Tensor],
-) -> list[tuple[bool, list[RobustnessCheck] | None]]:
-    """Per face: (found again after the upload, the models' decisions there)."""
-    uploaded = social_network(written)
-    factor = uploaded.shape[1] / written.shape[1]
-    found = locate_faces(uploaded)
-    out: list[tuple[bool, list[RobustnessCheck] | None]] = []
-    for face, orig_emb in zip(faces, original, strict=True):
-        again = _nearest_face(found, face.box, factor)
-        if again is None:
-            out.append((False, None))
-            continue
-        emb = _embedder().embed(uploaded, again.landmarks)
-        checks = []
-        for v in compare(emb, orig_emb, FAR):
-            t_score = t_match = None
-            if v.model in target:
-                th = thresholds(v.model)
-                t_score = float(th.score(emb[v.model], target[v.model]).item())
-                t_match = bool(th.matches(t_score, FAR))
-            checks.append(RobustnessCheck(v.model, v.score, v.match, t_score, t_match))
-        out.append((True, checks))
-    return out
-
-
 # ----------------------------------------------------------------------------- protecting
-
-
-def adapt_protector(
-    protector: Protector,
-    faces_0_1: torch.Tensor,
-    target_0_1: torch.Tensor,
-    steps: int,
-    fr: EnsembleFactory | None = None,
-) -> Protector:
-    """A copy of ``protector`` adapted to ``faces_0_1`` (N, 3, S, S) by about ``steps`` more
-    fine-tuning steps, started from the protector's own weights, toward the target crop
-    ``target_0_1`` (1, 3, S, S). The target embeddings become those of ``target_0_1``.
-    ``fr`` as in :func:`~pareidolia.protector.finetune`."""
-    if steps <= 0:
-        return protector
-    cfg = protector.config
-    per_epoch = math.ceil(faces_0_1.shape[0] / cfg.batch)
-    config = replace(cfg, epochs=max(1, round(steps / per_epoch)))
-    with tempfile.TemporaryDirectory(prefix="pareidolia-adapt-") as tmp:
-        adapted = finetune(
-            protector.base_unet,
-            protector.base_cfg,
-            faces_0_1,
-            target_0_1,
-            config,
-            out_dir=tmp,
-            progress=False,
-            init=protector.unet,
-            fr=fr,
-        )
-    unet = adapted.unet
-    return replace(
-        protector,
-        unet=unet,
-        target_embeddings={**protector.target_embeddings, **adapted.target_embeddings},
-        metrics={**protector.metrics, "adapt_steps": float(adapted.metrics.get("steps", 0.0))},
-    )
 
 
 BATCH = 8  # faces per protector / refinement batch (bounds memory on photos with many faces)
@@ -751,35 +413,14 @@ def protect_photo(
     out, seconds = _protect_faces(photo.rgb, alignments, crops, small, protector, options, progress)
     fmt = out_format or _output_format(photo.path)
     written = _as_written(out, fmt, options.quality)
-    target = protector.target_embeddings
-    embedder, judge = _embedder(), _judge()
-    originals = [embedder.embed(photo.rgb, f.landmarks) for f in keep]
-    robust = (
-        _robustness(written, keep, originals, target)
-        if options.robustness
-        else [(None, None)] * len(keep)
-    )
     rank = {id(f): i for i, f in enumerate(found)}
-    for face, alignment, crop, secs, orig_emb, (again, checks) in zip(
-        keep, alignments, crops, seconds, originals, robust, strict=True
-    ):
-        after_crop = warp_crop(written, alignment)
-        report.faces.append(
-            FaceReport(
-                index=rank[id(face)],
-                box=face.box,
-                detector_score=face.score,
-                models=_model_scores(orig_emb, embedder.embed(written, face.landmarks), target),
-                expression_before=judge.probabilities(crop),
-                expression_after=judge.probabilities(after_crop),
-                psnr=float(psnr(crop, after_crop)),
-                ssim=ssim(crop, after_crop),
-                colour_shift=colour_shift(crop, after_crop, face_mask(WORKING_SIZE)),
-                seconds=secs,
-                redetected=again,
-                robustness=checks,
-            )
-        )
+    edited = [
+        EditedFace(rank[id(face)], face, alignment, crop, secs)
+        for face, alignment, crop, secs in zip(keep, alignments, crops, seconds, strict=True)
+    ]
+    report.faces = measure_faces(
+        photo.rgb, written, edited, protector.target_embeddings, robustness=options.robustness
+    )
     report.seconds = time.perf_counter() - start
     return out, report
 

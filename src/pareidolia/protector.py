@@ -43,10 +43,11 @@ import io
 import json
 import math
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
@@ -79,6 +80,7 @@ __all__ = [
     "FORMAT",
     "Protector",
     "ProtectorConfig",
+    "adapt_protector",
     "apply_protector",
     "finetune",
     "load_protector",
@@ -724,6 +726,43 @@ def load_protector(
         target_embeddings=emb,
         face_sha256=list(info.get("face_sha256", [])),
         metrics=dict(info.get("metrics", {})),
+    )
+
+
+def adapt_protector(
+    protector: Protector,
+    faces_0_1: torch.Tensor,
+    target_0_1: torch.Tensor,
+    steps: int,
+    fr: EnsembleFactory | None = None,
+) -> Protector:
+    """A copy of ``protector`` adapted to ``faces_0_1`` (N, 3, S, S) by about ``steps`` more
+    fine-tuning steps, started from the protector's own weights, toward the target crop
+    ``target_0_1`` (1, 3, S, S). The target embeddings become those of ``target_0_1``.
+    ``fr`` as in :func:`finetune`."""
+    if steps <= 0:
+        return protector
+    cfg = protector.config
+    per_epoch = math.ceil(faces_0_1.shape[0] / cfg.batch)
+    config = replace(cfg, epochs=max(1, round(steps / per_epoch)))
+    with tempfile.TemporaryDirectory(prefix="pareidolia-adapt-") as tmp:
+        adapted = finetune(
+            protector.base_unet,
+            protector.base_cfg,
+            faces_0_1,
+            target_0_1,
+            config,
+            out_dir=tmp,
+            progress=False,
+            init=protector.unet,
+            fr=fr,
+        )
+    unet = adapted.unet
+    return replace(
+        protector,
+        unet=unet,
+        target_embeddings={**protector.target_embeddings, **adapted.target_embeddings},
+        metrics={**protector.metrics, "adapt_steps": float(adapted.metrics.get("steps", 0.0))},
     )
 
 

@@ -33,8 +33,8 @@ Design, and why:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
-import json
 import logging
 import os
 import shutil
@@ -51,11 +51,12 @@ import numpy as np
 from PIL import Image
 
 from pareidolia.errors import NoFaceError, UserError, os_problem
+from pareidolia.report import COLUMNS
 from pareidolia.stale import WEB_CACHE, WEB_WORK, pid_prefix, remove_stale
 
 if TYPE_CHECKING:
-    from pareidolia.protect import PhotoReport
     from pareidolia.protector import Protector
+    from pareidolia.report import PhotoReport
 
 __all__ = [
     "COLUMNS",
@@ -100,20 +101,6 @@ CACHE_FULL = (
     f"The server's upload space is full ({MAX_CACHE_BYTES // 10**9} GB); try again in a few "
     f"minutes, when older uploads have expired ({KEEP_SECONDS // 60} minutes after upload)."
 )
-
-COLUMNS = [
-    "photo",
-    "face",
-    "model",
-    "metric",
-    "threshold",
-    "vs original",
-    "still matches original",
-    "vs target: before → after",
-    "matches target: before → after",
-    "after upload (target / original)",
-]
-"""Headers of the report table; one row per protected face and FR model."""
 
 Publisher = Callable[[Path], str]
 """Makes a file of the request folder servable and returns the path to hand to the page (the
@@ -216,77 +203,6 @@ def _preview(rgb: np.ndarray, dest: Path) -> Path:
     return dest
 
 
-def _yes(x: bool | None) -> str:
-    return "-" if x is None else ("yes" if x else "no")
-
-
-def _score(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
-
-
-def _rows(name: str, report: dict[str, Any]) -> list[list[str]]:
-    """Report table rows (:data:`COLUMNS`) of one photo's JSON-ready report."""
-    rows = []
-    for face in report["faces"]:
-        uploads = {r["model"]: r for r in face["robustness"] or []}
-        for m in face["models"]:
-            if face["redetected"] is None:
-                upload = "not checked"
-            elif m["model"] not in uploads:
-                upload = "face not found"
-            else:
-                up = uploads[m["model"]]
-                upload = f"{_yes(up['matches_target'])} / {_yes(up['matches_original'])}"
-            rows.append(
-                [
-                    name,
-                    str(face["index"]),
-                    m["model"],
-                    m["metric"],
-                    _score(m["threshold"]),
-                    _score(m["original_score"]),
-                    _yes(m["matches_original"]),
-                    f"{_score(m['target_before'])} → {_score(m['target_after'])}",
-                    f"{_yes(m['matches_target_before'])} → {_yes(m['matches_target_after'])}",
-                    upload,
-                ]
-            )
-    return rows
-
-
-def _summary(name: str, report: dict[str, Any]) -> str:
-    """One markdown line on what happened to one photo."""
-    from pareidolia.protect import skip_counts
-
-    status = report["status"]
-    if status == "error":
-        what = report["error"] if report["faces"] else f"not processed: {report['error']}"
-        return f"**{name}**: {what}"
-    if status == "no_face":
-        return f"**{name}**: no face found; nothing to protect"
-    kinds = [s["kind"] for s in report["skipped"]]
-    if status == "skipped":
-        return f"**{name}**: no face could be protected ({skip_counts(kinds)}); nothing written"
-    faces = []
-    for f in report["faces"]:
-        top_b, top_a = f["top_expression_before"], f["top_expression_after"]
-        psnr = "∞" if f["psnr"] is None else f"{f['psnr']:.1f}"
-        fooled = sum(bool(m["matches_target_after"]) for m in f["models"])
-        kept = sum(bool(m["matches_original"]) for m in f["models"])
-        n = len(f["models"])
-        faces.append(
-            f"face {f['index']}: expression {top_b} {f['expression_before'][top_b]:.2f} → "
-            f"{top_a} {f['expression_after'][top_a]:.2f}, PSNR {psnr} dB, SSIM {f['ssim']:.3f}; "
-            f"matches the target for {fooled} of {n} models, the original for {kept} of {n}"
-        )
-    line = f"**{name}**: {report['faces_protected']} face(s) protected in {report['seconds']:.1f} s"
-    if kinds:
-        line += f", {len(kinds)} left unchanged ({skip_counts(kinds)})"
-    if report.get("format_change"):
-        line += f"; format changed: {report['format_change']}"
-    return line + "".join(f"\n  - {f}" for f in faces)
-
-
 def _load_target(path: Path, name: str) -> Any:
     """The target's working crop as a tensor; problems become :class:`UserError` naming
     ``name`` (not the server's path)."""
@@ -383,6 +299,7 @@ def _protect(
     """The body of :func:`protect_uploads` inside its request folder ``work``."""
     from pareidolia.io import read_photo
     from pareidolia.protect import ProtectOptions, protect_files
+    from pareidolia.report import PhotoReport, markdown_summary, reports_json, table_rows
 
     if protector_factory is None:
         from pareidolia.default_protectors import default_protector
@@ -427,24 +344,19 @@ def _protect(
     pairs: list[Pair] = []
     rows: list[list[str]] = []
     served: list[str] = []
-    lines: list[str] = []
-    data: list[dict[str, Any]] = []
+    shown: list[PhotoReport] = []  # the reports under the user's file names (no server paths)
     previews = work / "preview"
     previews.mkdir()
     for i, name in enumerate(names):
         if i in problems:
-            lines.append(f"**{name}**: not processed: {problems[i]}")
-            data.append({"path": name, "status": "error", "error": problems[i]})
+            shown.append(PhotoReport(Path(name), error=problems[i]))
             continue
         report = reports[i]
-        d = report.to_dict()
-        d["path"] = name
-        d["output"] = None if report.output is None else report.output.name
-        data.append(d)
-        lines.append(_summary(name, d))
+        output = None if report.output is None else Path(report.output.name)
+        shown.append(dataclasses.replace(report, path=Path(name), output=output))
         if report.output is None:
             continue
-        rows += _rows(name, d)
+        rows += table_rows(shown[-1])
         folder = previews / str(i)
         folder.mkdir()
         stem = Path(name).stem
@@ -453,14 +365,14 @@ def _protect(
         pairs.append(Pair(name, publish(original), publish(protected)))
         served.append(publish(report.output))
     report_path = work / "pareidolia-report.json"
-    report_path.write_text(json.dumps({"far": "0.01", "photos": data}, indent=2), "utf-8")
+    report_path.write_text(reports_json(shown), "utf-8")
     served.append(publish(report_path))
 
     protected_n = len(pairs)
     head = f"Protected {protected_n} of {len(names)} photo(s)"
     head += " (adapted to the target face)." if target is not None else "."
-    failed = [ln for ln, d in zip(lines, data, strict=True) if d["status"] != "protected"]
-    fine = [ln for ln, d in zip(lines, data, strict=True) if d["status"] == "protected"]
+    failed = [markdown_summary(r) for r in shown if r.status != "protected"]
+    fine = [markdown_summary(r) for r in shown if r.status == "protected"]
     message = "\n\n".join([head, *failed, *fine])
     return WebResult(pairs, rows, served, message)
 

@@ -8,7 +8,6 @@ protection report (per FR model: similarity to the original and to the target, b
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +34,10 @@ def side_by_side(original: np.ndarray, protected: np.ndarray, box: tuple[float, 
 
 def run_demo(out_dir: Path | None = None, as_json: bool = False) -> int:
     """Protect the astronaut with the default protector; print the report; 0 on success."""
-    from pareidolia.commands.protect import render_reports
     from pareidolia.default_protectors import default_protector
     from pareidolia.io import read_photo
     from pareidolia.protect import ProtectOptions, protect_files
+    from pareidolia.report import render_text, reports_json
 
     out = out_dir or Path("pareidolia-demo")
     protector = default_protector()
@@ -50,10 +49,9 @@ def run_demo(out_dir: Path | None = None, as_json: bool = False) -> int:
     panel = out / f"{ASTRONAUT.stem}_side_by_side.png"
     image = side_by_side(original, protected, report.faces[0].box)
     atomic_write_bytes(panel, encode_photo(image, "PNG"), overwrite=True)
-    data = report.to_dict()
     if as_json:
-        print(json.dumps({"far": "0.01", "photos": [data], "side_by_side": str(panel)}, indent=2))
+        print(reports_json([report], side_by_side=str(panel)))
     else:
-        print(render_reports([data]))
+        print(render_text([report]))
         print(f"side by side (original | protected | difference ×{AMPLIFY:g}): {panel}")
     return 0

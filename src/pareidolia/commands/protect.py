@@ -10,7 +10,6 @@ written for a bad file).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,8 +20,9 @@ from pareidolia.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-    from pareidolia.protect import PhotoReport, Progress, ProtectOptions
+    from pareidolia.protect import Progress, ProtectOptions
     from pareidolia.protector import Protector
+    from pareidolia.report import PhotoReport
 
 DEFAULT_TARGET_ADAPT = 20
 """Adaptation steps used when ``--target`` is given with ``--fast`` and without ``--adapt``
@@ -190,86 +190,9 @@ class _Bar:
             self.bar.close()
 
 
-def _yes(x: bool | None) -> str:
-    return "-" if x is None else ("match" if x else "no match")
-
-
-def _score(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
-
-
-def _render_face(face: dict[str, Any]) -> list[str]:
-    x, y, w, h = face["box"]
-    before, after = face["expression_before"], face["expression_after"]
-    top_b, top_a = face["top_expression_before"], face["top_expression_after"]
-    psnr = "∞" if face["psnr"] is None else f"{face['psnr']:.1f}"
-    lines = [
-        f"  face {face['index']}: box x={x:.0f} y={y:.0f} {w:.0f}×{h:.0f}  "
-        f"expression {top_b} {before[top_b]:.2f} → {top_a} {after[top_a]:.2f}  "
-        f"PSNR {psnr} dB  SSIM {face['ssim']:.3f}  "
-        f"ΔE00 {face['colour_shift']['mean']:.2f} (p95 {face['colour_shift']['p95']:.1f})  "
-        f"{face['seconds']:.1f} s",
-        f"    {'model':<11} {'vs original':<21} {'vs target before → after':<36} after upload",
-    ]
-    uploads = {r["model"]: r for r in face["robustness"] or []}
-    for m in face["models"]:
-        orig = f"{_score(m['original_score'])} {_yes(m['matches_original'])}"
-        tgt = (
-            f"{_score(m['target_before'])} → {_score(m['target_after'])} "
-            f"({_yes(m['matches_target_before'])} → {_yes(m['matches_target_after'])})"
-        )
-        up = uploads.get(m["model"])
-        if face["redetected"] is None:
-            upload = "not checked"
-        elif up is None:
-            upload = "face not found"
-        else:
-            upload = f"target {_yes(up['matches_target'])}, original {_yes(up['matches_original'])}"
-        lines.append(f"    {m['model']:<11} {orig:<21} {tgt:<36} {upload}")
-    return lines
-
-
-def render_reports(reports: list[dict[str, Any]]) -> str:
-    """A readable table of the JSON-ready photo reports."""
-    from pareidolia.protect import skip_counts
-
-    lines: list[str] = []
-    for r in reports:
-        if r["status"] == "error":
-            what = r["error"] if r["faces"] else f"not processed: {r['error']}"
-            lines.append(f"{r['path']}: {what}")
-            continue
-        head = f"{r['path']}"
-        head += f" → {r['output']}" if r["output"] else ": nothing written"
-        head += (
-            f"  ({r['faces_protected']} face(s) protected, {len(r['skipped'])} skipped, "
-            f"{r['seconds']:.1f} s)"
-        )
-        lines.append(head)
-        if r.get("format_change"):
-            lines.append(f"  format changed: {r['format_change']}")
-        if r["status"] == "no_face":
-            lines.append("  no face found")
-        for face in r["faces"]:
-            lines += _render_face(face)
-        for s in r["skipped"]:
-            x, y, w, h = s["box"]
-            lines.append(f"  skipped: box x={x:.0f} y={y:.0f} {w:.0f}×{h:.0f}: {s['reason']}")
-        lines.append("")
-    protected = sum(r["faces_protected"] for r in reports if r["output"])  # written ones
-    kinds = [s["kind"] for r in reports for s in r["skipped"]]
-    why = f" ({skip_counts(kinds)})" if kinds else ""
-    errors = sum(r["status"] == "error" for r in reports)
-    lines.append(
-        f"{len(reports)} photo(s): {protected} face(s) protected, {len(kinds)} skipped{why}, "
-        f"{errors} with errors"
-    )
-    return "\n".join(lines)
-
-
 def _problems(reports: list[PhotoReport]) -> list[str]:
     """One line per photo that was not fully protected, for stderr."""
-    from pareidolia.protect import skip_counts
+    from pareidolia.report import skip_counts
 
     lines = []
     for r in reports:
@@ -286,13 +209,8 @@ def _problems(reports: list[PhotoReport]) -> list[str]:
 
 def cmd_protect(args: argparse.Namespace) -> int:
     """Run ``pareidolia protect``; returns the exit status (see the module docstring)."""
-    from pareidolia.protect import (
-        Interrupted,
-        check_output_folder,
-        exit_status,
-        expand_inputs,
-        protect_files,
-    )
+    from pareidolia.protect import Interrupted, check_output_folder, expand_inputs, protect_files
+    from pareidolia.report import exit_status
     from pareidolia.stale import remove_stale
 
     remove_stale()  # face data a killed `--adapt` or web server left in the temporary folder
@@ -319,14 +237,12 @@ def cmd_protect(args: argparse.Namespace) -> int:
 
 def _print_reports(reports: list[PhotoReport], as_json: bool, *, interrupted: bool = False) -> None:
     """The report on stdout (a table or JSON), then one line per problem on stderr."""
-    data = [r.to_dict() for r in reports]
+    from pareidolia.report import render_text, reports_json
+
     if as_json:
-        doc: dict[str, Any] = {"far": "0.01", "photos": data}
-        if interrupted:
-            doc["interrupted"] = True
-        print(json.dumps(doc, indent=2))
+        print(reports_json(reports, **({"interrupted": True} if interrupted else {})))
     else:
-        print(render_reports(data))
+        print(render_text(reports))
         if interrupted:
             print("interrupted: the photos above were finished; the rest were not started")
     for line in _problems(reports):

@@ -506,8 +506,7 @@ def _apply_map(
 ) -> torch.Tensor:
     """MAP on crops ``x``; with ``adapt_steps``, each face gets its own copy of the protector
     fine-tuned on that face alone toward the group's target first."""
-    from pareidolia.protect import adapt_protector
-    from pareidolia.protector import apply_protector
+    from pareidolia.protector import adapt_protector, apply_protector
 
     if not adapt_steps:
         return apply_protector(protector, x)
