@@ -137,3 +137,103 @@ def test_demo_protects_the_astronaut_offline(
     assert np.median(diff[:, :100]) <= 2  # … the left edge (background) only re-encoded
     panel = read_photo(tmp_path / "astronaut_side_by_side.png").rgb
     assert (panel.shape[1] - 16) % 3 == 0 and panel.shape[0] < original.shape[0]  # 3 face crops
+
+
+# ----------------------------------------------------------------------------- expected errors
+
+
+def _pareidolia_errors() -> list[type[Exception]]:
+    """Every :class:`PareidoliaError` subclass of the package (all of its modules imported)."""
+    import importlib
+    import pkgutil
+
+    import pareidolia
+    from pareidolia.errors import PareidoliaError
+
+    for mod in pkgutil.walk_packages(pareidolia.__path__, "pareidolia."):
+        importlib.import_module(mod.name)
+    found: list[type[Exception]] = []
+    todo: list[type[Exception]] = [PareidoliaError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def _instance(cls: type[Exception]) -> Exception:
+    from pareidolia.errors import OptionError
+    from pareidolia.io import ImageError
+
+    if issubclass(cls, ImageError):
+        return cls("photo.jpg", "not an image")
+    if issubclass(cls, OptionError):
+        return cls("{adapt_steps} must be 0 or more, got -1", "adapt_steps")
+    return cls("photo.jpg: what went wrong")
+
+
+def test_every_expected_error_ends_as_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pareidolia.commands.verify as verify
+    from pareidolia.errors import OptionError, UserError, WeightsError
+
+    errors = _pareidolia_errors()
+    assert {UserError, WeightsError, OptionError} <= set(errors)
+    for cls in errors:
+        error = _instance(cls)
+
+        def fail(a: Path, b: Path, error: Exception = error) -> dict[str, object]:
+            raise error
+
+        monkeypatch.setattr(verify, "verify_files", fail)
+        assert main(["verify", "a.jpg", "b.jpg"]) == 2, cls
+        err = capsys.readouterr().err
+        assert err.startswith("pareidolia: ") and "Traceback" not in err, (cls, err)
+        assert len(err.strip().splitlines()) == 1, (cls, err)
+
+
+def test_option_errors_name_the_flag_on_the_command_line(
+    astronaut_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The library names its options in its own words; the command line names the flag."""
+    from pareidolia.errors import OptionError
+    from pareidolia.protect import ProtectOptions
+
+    with pytest.raises(OptionError) as caught:
+        ProtectOptions(min_face=0)
+    assert str(caught.value) == "min_face must be at least 1 pixel, got 0"
+    assert main(["protect", str(astronaut_path), "--min-face", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "pareidolia: --min-face must be at least 1 pixel, got 0.0\n"
+
+
+def test_missing_weights_end_as_one_line(
+    astronaut_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A missing FR weight file and a missing detector: one line naming the file, exit 2."""
+    from pareidolia.faces import detect
+    from pareidolia.zoo import registry
+
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    assert main(["verify", str(astronaut_path), str(astronaut_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pareidolia: {tmp_path}") and "missing" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    monkeypatch.undo()
+
+    missing = tmp_path / "yunet.onnx"
+    monkeypatch.setattr(detect, "YUNET_FILE", missing)
+    detect._detector.cache_clear()
+    try:
+        assert main(["verify", str(astronaut_path), str(astronaut_path)]) == 2
+    finally:
+        monkeypatch.undo()
+        detect._detector.cache_clear()
+    err = capsys.readouterr().err
+    assert err == (
+        f"pareidolia: {missing}: YuNet detector missing; rebuild with tools/convert_weights.py\n"
+    )

@@ -284,6 +284,20 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path) -> Non
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
+def test_writing_never_touches_the_process_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The umask is process-wide: setting it, even for a moment, races with other threads."""
+
+    def no_umask(mask: int) -> int:
+        raise AssertionError("os.umask called")
+
+    monkeypatch.setattr(os, "umask", no_umask)
+    for name in ("a.bin", "b.bin"):
+        atomic_write_bytes(tmp_path / name, b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]  # no leftovers
+
+
 WRITE_ERRORS = [errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS]
 
 

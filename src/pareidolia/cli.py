@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pareidolia import __version__
-from pareidolia.errors import UserError, os_error_line
+from pareidolia.errors import OptionError, PareidoliaError, os_error_line
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -75,17 +75,39 @@ def build_parser() -> argparse.ArgumentParser:
     add_protect_parser(sub)
     add_train_parsers(sub)
     add_web_parser(sub)
+    _name_flags(p)
     return p
 
 
+def _name_flags(parser: argparse.ArgumentParser) -> None:
+    """Give every sub-command the default ``flags``: each option's destination (the name the
+    library uses, ``t_max``) → its flag (``--t-max``), plus the command's own additions (its
+    ``flags`` default), so :func:`main` can word an :class:`OptionError` with the flags."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in dict.fromkeys(action.choices.values()):
+            own = {
+                a.dest: max(a.option_strings, key=len)
+                for a in child._actions
+                if a.option_strings and a.dest != "help"
+            }
+            child.set_defaults(flags={**own, **(child.get_default("flags") or {})})
+            _name_flags(child)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse, dispatch, and turn expected errors (:class:`UserError`, any
-    :class:`OSError`) into one line and exit 2."""
+    """Entry point: parse, dispatch, and turn expected errors (any :class:`PareidoliaError`,
+    any :class:`OSError`) into one line and exit 2. An :class:`OptionError` names the option
+    by the sub-command's flag (its ``flags`` default: the library's name → the flag)."""
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except UserError as e:
+    except OptionError as e:
+        print(f"pareidolia: {e.worded(getattr(args, 'flags', {}))}", file=sys.stderr)
+        return 2
+    except PareidoliaError as e:
         print(f"pareidolia: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a removed drive, a read-only folder …: one line, no trace

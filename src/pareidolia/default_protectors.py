@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pareidolia.checksums import file_sha256
-from pareidolia.errors import UserError
+from pareidolia.errors import OptionError, UserError
 from pareidolia.protector import Protector, load_protector
 
 SHIPPED = Path(__file__).resolve().parent / "data" / "protectors"
@@ -42,7 +42,10 @@ def default_target_path() -> Path:
     """The default target identity's enrollment crop (a synthetic face, 256 px working crop)."""
     target = _index().get("target")
     if not target:
-        raise UserError("this installation ships no default target; pass --target IMG")
+        raise OptionError(
+            "this installation ships no default target; give a target face of your own ({target})",
+            "target",
+        )
     path = SHIPPED / target["file"]
     if file_sha256(path) != target["sha256"]:
         raise UserError(f"{path}: the default target fails its checksum; reinstall pareidolia")
@@ -63,9 +66,10 @@ def default_protector(emotion: str = DEFAULT_EMOTION, device: str = "cpu") -> Pr
     entry = _index()["protectors"].get(emotion)
     if entry is None:
         have = ", ".join(shipped_emotions()) or "none"
-        raise UserError(
-            f"no shipped protector for emotion {emotion!r} (shipped: {have}); train one with "
-            "`pareidolia train` and pass it with --protector"
+        raise OptionError(
+            f"no shipped protector for emotion {emotion!r} (shipped: {have}); give a protector "
+            "of your own ({protector}), trained with `pareidolia train`",
+            "protector",
         )
     path = SHIPPED / entry["file"]
     if not path.is_file() or file_sha256(path) != entry["sha256"]:

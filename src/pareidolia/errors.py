@@ -1,16 +1,50 @@
-"""Errors a user can act on: the CLI prints their message as one line and exits with status 2."""
+"""Errors a user can act on: the CLI prints their message as one line and exits with status 2.
+
+Every such error is a :class:`PareidoliaError`. Library code says what is wrong in its own
+words: an :class:`OptionError` names the option as the library does (``adapt_steps``), and the
+command line says it again with its flag (``--adapt``, :meth:`OptionError.worded`).
+"""
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
 
 
-class UserError(Exception):
+class PareidoliaError(Exception):
+    """A problem pareidolia expects and explains in the message (file, what, what to do)."""
+
+
+class UserError(PareidoliaError):
     """A problem with the user's input or setup, explained in the message (file, what, what to do)."""
 
 
 class NoFaceError(UserError):
     """A photo in which no usable face was found."""
+
+
+class WeightsError(PareidoliaError, RuntimeError):
+    """A shipped weight file (or the thresholds' calibration table) is missing or does not match
+    its recorded checksum."""
+
+
+class OptionError(UserError):
+    """A bad option value (or combination of values). ``message`` stands for each option named
+    in ``options`` by ``{name}``; the library's own words name it so (``adapt_steps must be 0
+    or more``), and :meth:`worded` says it with other names, such as the command line's flags
+    (``--adapt must be 0 or more``)."""
+
+    def __init__(self, message: str, *options: str) -> None:
+        self.message = message
+        self.options = options
+        super().__init__(self.worded({}))
+
+    def worded(self, flags: Mapping[str, str]) -> str:
+        """The message with each option named ``flags[name]``, or as the library names it."""
+        out = self.message
+        for name in self.options:
+            out = out.replace("{" + name + "}", flags.get(name, name))
+        return out
 
 
 _OS_PROBLEMS = {

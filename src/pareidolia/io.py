@@ -12,10 +12,11 @@ ICC profile, and drops EXIF/XMP (location, camera, maker) unless the caller keep
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import re
-import tempfile
+import secrets
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,10 +291,19 @@ def encode_photo(
     return buf.getvalue()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _new_temporary(path: Path) -> tuple[int, str]:
+    """A new, empty temporary file beside ``path``, open for writing: (descriptor, name). It is
+    created with mode 0666, which the kernel narrows by the process umask as for any new file
+    (``mkstemp``'s 0600 would hide outputs), so the umask is never read or changed (changing
+    it races with other threads, e.g. the web server's)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.part")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False) -> None:
@@ -304,10 +314,9 @@ def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False) -> N
     path = Path(path)
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(f"{path}: already exists; not overwriting")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = _new_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from pareidolia.colour import restore_chroma_tensor
-from pareidolia.errors import UserError, os_problem
+from pareidolia.errors import OptionError, UserError, os_problem
 from pareidolia.faces.align import (
     Alignment,
     outside_share,
@@ -118,17 +118,41 @@ class ProtectOptions:
 
     def __post_init__(self) -> None:
         if self.mode not in ("refine", "fast"):
-            raise UserError(f"unknown mode {self.mode!r} (refine, fast)")
+            raise OptionError(f"{{mode}} must be refine or fast, got {self.mode!r}", "mode")
         if not 0.0 <= self.map_strength <= 1.0:
-            raise UserError(f"map_strength must be within 0..1, got {self.map_strength}")
+            raise OptionError(
+                f"{{map_strength}} must be within 0..1, got {self.map_strength}", "map_strength"
+            )
         if self.adapt_steps < 0:
-            raise UserError(f"--adapt must be 0 or more steps, got {self.adapt_steps}")
+            raise OptionError(
+                f"{{adapt_steps}} must be 0 or more steps, got {self.adapt_steps}", "adapt_steps"
+            )
         if self.min_face < 1:
-            raise UserError(f"--min-face must be at least 1 pixel, got {self.min_face}")
+            raise OptionError(
+                f"{{min_face}} must be at least 1 pixel, got {self.min_face}", "min_face"
+            )
         if self.small_face_copies is not None and self.small_face_copies < 1:
-            raise UserError(f"small_face_copies must be at least 1, got {self.small_face_copies}")
+            raise OptionError(
+                f"{{small_face_copies}} must be at least 1, got {self.small_face_copies}",
+                "small_face_copies",
+            )
         if not 1 <= self.quality <= 100:
-            raise UserError(f"quality must be within 1..100, got {self.quality}")
+            raise OptionError(f"{{quality}} must be within 1..100, got {self.quality}", "quality")
+
+    def check_target(self, has_target: bool) -> None:
+        """Raise :class:`OptionError` when these options and a target crop of one's own (or
+        its absence) do not go together: adapting needs a face to adapt toward, and the fast
+        mode's one pass knows only the protector's own target."""
+        if self.adapt_steps > 0 and not has_target:
+            raise OptionError(
+                "{adapt_steps} above 0 needs a target face to adapt toward", "adapt_steps"
+            )
+        if has_target and self.adapt_steps == 0 and self.mode == "fast":
+            raise OptionError(
+                "a target of your own in the fast mode needs {adapt_steps} above 0 (its one "
+                "pass knows only the protector's target; the protector is adapted toward yours)",
+                "adapt_steps",
+            )
 
 
 # ----------------------------------------------------------------------------- writing
@@ -379,8 +403,7 @@ def protect_photo(
     :data:`SMALL_FACE_PX` only when there is no other).
     The report's ``output`` is left unset (nothing is written here).
     """
-    if options.adapt_steps > 0 and target_crop is None:
-        raise UserError("--adapt needs a target face to adapt toward; pass --target IMG")
+    options.check_target(target_crop is not None)
     start = time.perf_counter()
     report = PhotoReport(path=photo.path, size=photo.size)
     found = locate_faces(photo.rgb)
@@ -515,14 +538,8 @@ def protect_files(
     A photo with no protected face gets no output file. Unreadable files are reported (their
     ``error``) and the run goes on; see the module docstring for what raises instead.
     """
-    if options.adapt_steps > 0 and target_crop is None:
-        raise UserError("--adapt needs a target face to adapt toward; pass --target IMG")
+    options.check_target(target_crop is not None)
     if target_crop is not None and options.adapt_steps == 0:
-        if options.mode == "fast":
-            raise UserError(
-                "a target of your own needs the refinement or --adapt STEPS; --fast alone "
-                "only knows the protector's target"
-            )
         protector = retarget(protector, target_crop)
     files = expand_inputs(paths, options.out_dir)
     folders = [options.out_dir] if options.out_dir is not None else [f.parent for f in files]

@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image
 
-from pareidolia.errors import NoFaceError, UserError, os_problem
+from pareidolia.errors import NoFaceError, PareidoliaError, UserError, os_problem
 from pareidolia.report import COLUMNS
 from pareidolia.stale import WEB_CACHE, WEB_WORK, pid_prefix, remove_stale
 
@@ -264,7 +264,7 @@ def protect_uploads(
                 robustness,
                 work,
             )
-        except UserError as e:
+        except PareidoliaError as e:
             return WebResult([], [], [], f"**Problem:** {_scrub(str(e), [work, *scrub])}")
         except OSError as e:  # the server's own disk: full, failing, read-only
             log.warning("pareidolia web: cannot write working files: %s", e)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pareidolia.errors import UserError
+from pareidolia.errors import OptionError, UserError
 from pareidolia.evaluation import metrics as M
 from pareidolia.evaluation.protocol import target_test_photo
 from pareidolia.zoo.thresholds import Thresholds
@@ -101,8 +101,11 @@ def test_optional_metrics_are_skipped_without_weights_and_refuse_bad_files(tmp_p
         M.FidFeatures(tmp_path / "none.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a torchscript archive")
-    with pytest.raises(UserError, match="--lpips-weights is not a loadable TorchScript"):
+    with pytest.raises(UserError, match="lpips_weights is not a loadable TorchScript") as caught:
         M.Lpips(bad)
+    assert isinstance(caught.value, OptionError)  # the command line says the flag instead
+    flag = caught.value.worded({"lpips_weights": "--lpips-weights"})
+    assert flag.startswith(f"{bad}: --lpips-weights is not a loadable TorchScript")
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")

@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pareidolia.errors import UserError
-from pareidolia.objectives.fidelity import FidelityLoss, l1_loss, require_lpips
+from pareidolia.objectives.fidelity import l1_loss, lowpass_l1_loss
 
 
 def test_l1_per_sample() -> None:
@@ -21,21 +20,19 @@ def test_l1_per_sample() -> None:
         l1_loss(x, x[:, :, :2])
 
 
-def test_l1_gradient_and_weighting() -> None:
+def test_l1_gradient() -> None:
     x = torch.zeros(1, 3, 2, 2)
     y = torch.full((1, 3, 2, 2), 0.25, requires_grad=True)
-    loss = FidelityLoss()(y, x)
-    assert loss.item() == pytest.approx(0.75)  # DiffAM weight 3
+    loss = l1_loss(y, x)
+    assert loss.item() == pytest.approx(0.25)
     loss.backward()
-    assert y.grad is not None and torch.allclose(y.grad, torch.full_like(y, 3.0 / 12))
+    assert y.grad is not None and torch.allclose(y.grad, torch.full_like(y, 1.0 / 12))
 
 
-def test_lpips_without_weights_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="LPIPS"):
-        require_lpips(None)
-    with pytest.raises(UserError, match="LPIPS"):
-        FidelityLoss(lpips_weight=10.0)
-    fake = FidelityLoss(l1_weight=0.0, lpips_weight=2.0, perceptual=lambda a, b: torch.ones(len(a)))
-    assert torch.equal(
-        fake(torch.zeros(3, 3, 2, 2), torch.zeros(3, 3, 2, 2)), torch.full((3,), 2.0)
-    )
+def test_lowpass_l1_sees_only_the_low_frequencies() -> None:
+    x = torch.zeros(1, 3, 32, 32)
+    flat = torch.full_like(x, 0.1)  # a colour shift: all low frequency
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 0.2 - 0.1
+    fine = x + checker  # the finest detail, mean 0
+    assert lowpass_l1_loss(flat, x, 4.0).item() == pytest.approx(0.1, rel=1e-4)
+    assert lowpass_l1_loss(fine, x, 4.0).item() < 0.01 < l1_loss(fine, x).item()

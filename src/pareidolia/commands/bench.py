@@ -118,4 +118,4 @@ def add_bench_parser(sub: Any) -> None:
     b.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--quiet", action="store_true", help="no progress output")
-    b.set_defaults(func=run)
+    b.set_defaults(func=run, flags={"protectors": "--protector"})

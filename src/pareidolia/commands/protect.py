@@ -28,6 +28,10 @@ DEFAULT_TARGET_ADAPT = 20
 """Adaptation steps used when ``--target`` is given with ``--fast`` and without ``--adapt``
 (the default refinement retargets each face itself)."""
 
+FLAGS = {"adapt_steps": "--adapt", "min_face": "--min-face"}
+"""The flags of the options :class:`~pareidolia.protect.ProtectOptions` names (for
+:meth:`~pareidolia.errors.OptionError.worded`)."""
+
 
 def add_protect_parser(sub: Any) -> None:
     """Register ``pareidolia protect`` on the main parser's sub-commands."""
@@ -84,7 +88,7 @@ def add_protect_parser(sub: Any) -> None:
         help="skip the check after a simulated social-network upload",
     )
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
-    p.set_defaults(func=cmd_protect)
+    p.set_defaults(func=cmd_protect, flags=FLAGS)
 
 
 def _options(args: argparse.Namespace) -> ProtectOptions:
@@ -97,8 +101,6 @@ def _options(args: argparse.Namespace) -> ProtectOptions:
     adapt = args.adapt
     if adapt is None:
         adapt = DEFAULT_TARGET_ADAPT if args.target and args.fast else 0
-    if args.target and args.fast and adapt <= 0:
-        raise UserError("--target with --fast needs --adapt STEPS > 0 (the protector is adapted)")
     if args.steps is not None and args.steps < 0:
         raise UserError(f"--steps must be 0 or more, got {args.steps}")
     if args.fast and (args.steps is not None or args.strength):
@@ -106,7 +108,7 @@ def _options(args: argparse.Namespace) -> ProtectOptions:
     refine, map_strength = STRENGTHS[args.strength or "balanced"]
     if args.steps is not None:
         refine = replace(refine, steps=args.steps)
-    return ProtectOptions(
+    options = ProtectOptions(
         mode="fast" if args.fast else "refine",
         refine=refine,
         map_strength=map_strength,
@@ -117,6 +119,9 @@ def _options(args: argparse.Namespace) -> ProtectOptions:
         min_face=args.min_face if args.min_face is not None else MIN_FACE_PX,
         robustness=not args.no_robustness,
     )
+    # before any work: without --target, adapting aims at the shipped target (see _target)
+    options.check_target(has_target=bool(args.target) or options.adapt_steps > 0)
+    return options
 
 
 def _protector(args: argparse.Namespace) -> Protector:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pareidolia.errors import UserError
+from pareidolia.errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.t_max < 1:
-            raise UserError(f"--t-max must be at least 1, got {self.t_max}")
+            raise OptionError(f"{{t_max}} must be at least 1, got {self.t_max}", "t_max")
         if self.steps < 1 or self.batch < 1:
-            raise UserError("--steps and --batch must be positive")
+            raise OptionError("{steps} and {batch} must be positive", "steps", "batch")
         if not 0.0 <= self.synthetic_ratio <= 1.0:
-            raise UserError(f"--synthetic-ratio must lie in [0, 1], got {self.synthetic_ratio}")
+            raise OptionError(
+                f"{{synthetic_ratio}} must lie in [0, 1], got {self.synthetic_ratio}",
+                "synthetic_ratio",
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:

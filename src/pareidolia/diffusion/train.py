@@ -46,7 +46,7 @@ from pareidolia.diffusion.schedule import (
     alphas_cumprod,
     linear_betas,
 )
-from pareidolia.errors import UserError
+from pareidolia.errors import OptionError, UserError
 from pareidolia.facesets import Faceset, ensure_faceset, load_faceset
 
 CHECKPOINT = "checkpoint.pt"
@@ -243,7 +243,10 @@ def _provenance(
 def _sampler(cfg: TrainConfig, faceset: Faceset, device: torch.device) -> FaceSampler:
     dcgan_path = faceset.dcgan_path if cfg.synthetic_ratio > 0 else None
     if cfg.synthetic_ratio > 0 and dcgan_path is None:
-        raise UserError(f"{faceset.root}: the face set has no DCGAN copy; pass --synthetic-ratio 0")
+        raise OptionError(
+            f"{faceset.root}: the face set has no DCGAN copy; set {{synthetic_ratio}} to 0",
+            "synthetic_ratio",
+        )
     return FaceSampler(
         [crop for _, crop in faceset.faces("train")],
         cfg.arch.resolution,
@@ -271,13 +274,18 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / CHECKPOINT, out / LOG
     if ckpt_path.exists() and not resume:
-        raise UserError(
-            f"{ckpt_path}: a run is already there; pass --resume to continue it, or another --out"
+        raise OptionError(
+            f"{ckpt_path}: a run is already there; pass {{resume}} to continue it, or another "
+            "{out}",
+            "resume",
+            "out",
         )
     if resume and not ckpt_path.exists():
         raise UserError(f"{ckpt_path}: nothing to resume")
     if cfg.t_max >= PAPER_NUM_TRAIN_TIMESTEPS:
-        raise UserError(f"--t-max must be below T = {PAPER_NUM_TRAIN_TIMESTEPS}, got {cfg.t_max}")
+        raise OptionError(
+            f"{{t_max}} must be below T = {PAPER_NUM_TRAIN_TIMESTEPS}, got {cfg.t_max}", "t_max"
+        )
     device = pick_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels

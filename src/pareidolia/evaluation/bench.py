@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pareidolia.baselines import BASELINES
-from pareidolia.errors import UserError
+from pareidolia.errors import OptionError, UserError
 from pareidolia.evaluation import metrics as M
 from pareidolia.evaluation.protocol import (
     HEADLINE_FAR,
@@ -202,8 +202,11 @@ def prepare_out(out: Path, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not resume:
-        raise UserError(
-            f"{out}: folder is not empty; pass --resume to continue that run or choose another --out"
+        raise OptionError(
+            f"{out}: folder is not empty; pass {{resume}} to continue that run or choose another "
+            "{out}",
+            "resume",
+            "out",
         )
     out.mkdir(parents=True, exist_ok=True)
 
@@ -244,38 +247,42 @@ def offline_dataset(cfg: BenchConfig) -> tuple[Dataset, np.ndarray]:
     return Dataset("offline", [group]), train
 
 
-def _require_dir(path: Path | None, flag: str) -> Path:
+def _require_dir(path: Path | None, option: str) -> Path:
+    """``path``, the folder of the config's ``option``; :class:`OptionError` when not given or
+    not a folder."""
     if path is None:
-        raise UserError(f"the paper protocol needs {flag} DIR")
+        raise OptionError(f"the paper protocol needs {{{option}}} DIR", option)
     if not path.is_dir():
-        raise UserError(f"{path}: {flag} folder not found")
+        raise OptionError(f"{path}: {{{option}}} folder not found", option)
     return path
 
 
-def _image(folder: Path, stem: str, flag: str) -> Path:
+def _image(folder: Path, stem: str, option: str) -> Path:
     for suffix in (".png", ".jpg", ".jpeg"):
         if (folder / f"{stem}{suffix}").is_file():
             return folder / f"{stem}{suffix}"
-    raise UserError(f"{folder / stem}.png: missing ({flag} must hold the CelebA photo {stem})")
+    raise OptionError(
+        f"{folder / stem}.png: missing ({{{option}}} must hold the CelebA photo {stem})", option
+    )
 
 
 def paper_datasets(cfg: BenchConfig) -> list[Dataset]:
     """CelebA-HQ (``--celeba DIR``: ``test/`` faces, ``targets/<id>.png|jpg``) and, when given,
     LADN (``--ladn DIR``: its test faces); each set, sorted by file name, is cut into four equal
     groups, group k protected toward target k (METHOD.md §5)."""
-    celeba = _require_dir(cfg.celeba, "--celeba")
-    targets_dir = _require_dir(celeba / "targets", "--celeba")
+    celeba = _require_dir(cfg.celeba, "celeba")
+    targets_dir = _require_dir(celeba / "targets", "celeba")
     targets = [
         (
             t,
-            _square(read_photo(_image(targets_dir, t, "--celeba")).rgb, targets_dir / t),
-            _square(read_photo(_image(targets_dir, s, "--celeba")).rgb, targets_dir / s),
+            _square(read_photo(_image(targets_dir, t, "celeba")).rgb, targets_dir / t),
+            _square(read_photo(_image(targets_dir, s, "celeba")).rgb, targets_dir / s),
         )
         for t, s in PAPER_TARGETS
     ]
-    sets = [("celeba-hq", _require_dir(celeba / "test", "--celeba"))]
+    sets = [("celeba-hq", _require_dir(celeba / "test", "celeba"))]
     if cfg.ladn is not None:
-        sets.append(("ladn", _require_dir(cfg.ladn, "--ladn")))
+        sets.append(("ladn", _require_dir(cfg.ladn, "ladn")))
     out = []
     for name, folder in sets:
         files = iter_image_files([folder])
@@ -310,7 +317,7 @@ def paper_verifiers(cfg: BenchConfig, device: torch.device) -> list[Verifier]:
     :data:`PAPER_CROP_BOX` first with ``--fr-preprocess crop``."""
     from pareidolia.zoo.paper_fr import PAPER_FR, load_paper_fr, paper_preprocess
 
-    folder = _require_dir(cfg.fr_weights, "--fr-weights")
+    folder = _require_dir(cfg.fr_weights, "fr_weights")
     missing = [s.checkpoint for s in PAPER_FR.values() if not (folder / s.checkpoint).is_file()]
     if missing:
         raise UserError(f"{folder}: missing {', '.join(missing)} (the paper's FR weights)")
@@ -365,9 +372,10 @@ def check_given_protectors(cfg: BenchConfig, victims: Sequence[str]) -> None:
     unet, score_cfg = base_network(cfg.model)
     for victim, path in cfg.protectors.items():
         if victim not in victims:
-            raise UserError(
-                f"--protector {victim}=…: {victim!r} is not a victim of this run "
-                f"({', '.join(victims)})"
+            raise OptionError(
+                f"{{protectors}} {victim}=…: {victim!r} is not a victim of this run "
+                f"({', '.join(victims)})",
+                "protectors",
             )
         held_out = load_protector(path, unet, score_cfg).config.victim
         if held_out != victim:
@@ -646,14 +654,16 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
 
     check_plotting()
     if cfg.protocol == "paper" and cfg.protectors:
-        raise UserError(
-            "--protector is for the offline protocol; the paper protocol trains one protector "
-            "per victim and target into OUT/protectors (reused by --resume)"
+        raise OptionError(
+            "{protectors} is for the offline protocol; the paper protocol trains one protector "
+            "per victim and target into OUT/protectors (reused by {resume})",
+            "protectors",
+            "resume",
         )
     try:
         check_target_emotion(cfg.emotion)
     except ValueError as e:
-        raise UserError(f"--emotion: {e}") from e
+        raise OptionError(f"{{emotion}}: {e}", "emotion") from e
     started = time.time()
     device = pick_device(cfg.device)
     fid = M.FidFeatures(cfg.fid_weights) if cfg.fid_weights else None

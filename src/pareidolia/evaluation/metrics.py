@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pareidolia.colour import colour_shift
-from pareidolia.errors import UserError
+from pareidolia.errors import OptionError
 from pareidolia.evaluation.variants import jpeg, rescale
 from pareidolia.faces.blend import face_mask
 from pareidolia.quality import psnr, ssim
@@ -168,23 +168,25 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
 
 
-def load_torchscript(path: Path, flag: str) -> torch.jit.ScriptModule:
-    """A TorchScript module from ``path`` (never fetched); a :class:`UserError` naming ``flag``
-    when the file is missing or is not TorchScript."""
+def load_torchscript(path: Path, option: str) -> torch.jit.ScriptModule:
+    """A TorchScript module from ``path`` (never fetched); an :class:`OptionError` naming
+    ``option`` (the setting that gave the path) when the file is missing or is not TorchScript."""
     if not path.is_file():
-        raise UserError(f"{path}: {flag} file not found")
+        raise OptionError(f"{path}: {{{option}}} file not found", option)
     try:
         with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; it still loads
             warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as e:  # torch reports bad archives with several exception types
-        raise UserError(f"{path}: {flag} is not a loadable TorchScript file ({e})") from e
+        raise OptionError(
+            f"{path}: {{{option}}} is not a loadable TorchScript file ({e})", option
+        ) from e
 
 
-def _check_output(out: object, rows: int, path: Path, flag: str, what: str) -> torch.Tensor:
+def _check_output(out: object, rows: int, path: Path, option: str, what: str) -> torch.Tensor:
     if not isinstance(out, torch.Tensor) or out.shape[0] != rows or not out.is_floating_point():
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise UserError(f"{path}: {flag} returned {shape}, expected {what}")
+        raise OptionError(f"{path}: {{{option}}} returned {shape}, expected {what}", option)
     return out
 
 
@@ -195,7 +197,7 @@ class FidFeatures:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.net = load_torchscript(path, "--fid-weights")
+        self.net = load_torchscript(path, "fid_weights")
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -206,8 +208,10 @@ class FidFeatures:
         try:
             out = self.net(x, return_features=True)
         except Exception as e:
-            raise UserError(f"{self.path}: --fid-weights could not embed images ({e})") from e
-        feats = _check_output(out, len(images), self.path, "--fid-weights", "(N, D) features")
+            raise OptionError(
+                f"{self.path}: {{fid_weights}} could not embed images ({e})", "fid_weights"
+            ) from e
+        feats = _check_output(out, len(images), self.path, "fid_weights", "(N, D) features")
         return feats.reshape(len(images), -1).double().numpy()
 
     def fid(self, originals: np.ndarray, protected: np.ndarray) -> float:
@@ -221,7 +225,7 @@ class Lpips:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.net = load_torchscript(path, "--lpips-weights")
+        self.net = load_torchscript(path, "lpips_weights")
 
     @torch.no_grad()
     def __call__(self, originals: np.ndarray, protected: np.ndarray) -> float:
@@ -231,8 +235,10 @@ class Lpips:
         try:
             out = self.net(prep(originals), prep(protected))
         except Exception as e:
-            raise UserError(f"{self.path}: --lpips-weights could not compare images ({e})") from e
-        d = _check_output(out, len(originals), self.path, "--lpips-weights", "(N,) distances")
+            raise OptionError(
+                f"{self.path}: {{lpips_weights}} could not compare images ({e})", "lpips_weights"
+            ) from e
+        d = _check_output(out, len(originals), self.path, "lpips_weights", "(N,) distances")
         return float(d.reshape(len(originals), -1).mean())
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pareidolia.errors import WeightsError
+
 YUNET_FILE = Path(__file__).resolve().parents[1] / "zoo" / "weights" / "yunet_2023mar_int8bq.onnx"
 YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
 DETECT_MAX_SIDE = 1280  # the downscaled copy's longest side, and the full-resolution tile side
@@ -64,7 +66,7 @@ class Face:
 @cache
 def _detector() -> cv2.FaceDetectorYN:
     if not YUNET_FILE.exists():
-        raise FileNotFoundError(
+        raise WeightsError(
             f"{YUNET_FILE}: YuNet detector missing; rebuild with tools/convert_weights.py"
         )
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from pareidolia.checksums import file_sha256
+from pareidolia.errors import WeightsError
 from pareidolia.zoo.spec import ModelSpec, Role
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -22,10 +23,6 @@ _MODULES = (
     "pareidolia.zoo.human",
     "pareidolia.zoo.faceapi_dense",
 )
-
-
-class WeightsError(RuntimeError):
-    """A weight file is missing or does not match its recorded checksum."""
 
 
 @cache

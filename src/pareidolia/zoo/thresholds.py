@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from pareidolia.errors import WeightsError
+
 TABLE = Path(__file__).resolve().parent / "thresholds.json"
 FARS = ("0.1", "0.01", "0.001")
 Metric = Literal["cosine", "euclidean"]
@@ -46,9 +48,7 @@ class Thresholds:
 def load_table() -> dict[str, Thresholds]:
     """All thresholds by model name."""
     if not TABLE.exists():
-        raise FileNotFoundError(
-            f"{TABLE}: threshold table missing; run tools/calibrate_thresholds.py"
-        )
+        raise WeightsError(f"{TABLE}: threshold table missing; run tools/calibrate_thresholds.py")
     raw = json.loads(TABLE.read_text())
     return {
         name: Thresholds(
