@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -227,12 +228,9 @@ def test_missing_weights_end_as_one_line(
 
     missing = tmp_path / "yunet.onnx"
     monkeypatch.setattr(detect, "YUNET_FILE", missing)
-    detect._detector.cache_clear()
-    try:
-        assert main(["verify", str(astronaut_path), str(astronaut_path)]) == 2
-    finally:
-        monkeypatch.undo()
-        detect._detector.cache_clear()
+    monkeypatch.setattr(detect, "_per_thread", threading.local())  # no detector made yet
+    assert main(["verify", str(astronaut_path), str(astronaut_path)]) == 2
+    monkeypatch.undo()
     err = capsys.readouterr().err
     assert err == (
         f"pareidolia: {missing}: YuNet detector missing; rebuild with tools/convert_weights.py\n"

@@ -50,6 +50,7 @@ from pareidolia.protector import (
     save_protector,
 )
 from pareidolia.quality import psnr, ssim
+from pareidolia.runtime import WORKING_SIZE
 from pareidolia.zoo import registry
 from pareidolia.zoo.thresholds import thresholds
 
@@ -66,7 +67,7 @@ def _margins(crop: np.ndarray) -> list[float]:
     out = []
     with torch.no_grad():
         for name in registry.names("fr"):
-            net, chip = registry.load(name), ChipSampler(registry.get(name).chip, 256)
+            net, chip = registry.load(name), ChipSampler(registry.get(name).chip, WORKING_SIZE)
             th = thresholds(name)
             s = float(th.score(net(chip(a)), net(chip(b))))
             t = th.at["0.01"]

@@ -21,7 +21,7 @@ the number of faces expected in each photo is checked. Synthetic faces come from
 :mod:`pareidolia.diffusion.dcgan` and are drawn fresh during training, not stored.
 
 A face set folder (``pareidolia prior data --out DIR``) holds ``train/*.png`` and
-``heldout/*.png`` (working crops, :data:`~pareidolia.faces.templates.WORKING_SIZE` px), a copy
+``heldout/*.png`` (working crops, :data:`~pareidolia.runtime.WORKING_SIZE` px), a copy
 of the DCGAN generator as ``dcgan.safetensors`` (so the folder alone is enough to train, on any
 machine), and ``manifest.json``: per face its source file, the file's sha256, package,
 licence, landmarks and the crop's own sha256. The manifest is written last, so a folder with a
@@ -48,8 +48,9 @@ from pareidolia.checksums import file_sha256
 from pareidolia.diffusion.dcgan import read_weights
 from pareidolia.errors import UserError
 from pareidolia.faces.align import warp_crop, working_alignment
-from pareidolia.faces.templates import ARCFACE_112, WORKING_SIZE
+from pareidolia.faces.templates import ARCFACE_112
 from pareidolia.io import atomic_write_bytes, encode_photo, read_photo
+from pareidolia.runtime import WORKING_SIZE
 
 Split = Literal["train", "heldout"]
 SPLITS: tuple[Split, ...] = ("train", "heldout")

@@ -19,18 +19,20 @@ from pareidolia.faces.detect import (
     split_by_size,
 )
 from pareidolia.faces.refine import refine_landmarks
+from pareidolia.runtime import WORKING_SIZE
 from pareidolia.zoo import registry
 
 
 @cache
-def _landmark_net() -> torch.nn.Module:
-    return registry.load("faceapi_landmarks")
+def _landmark_net(device: str) -> torch.nn.Module:
+    """The face-api 68-point landmark net on ``device``, loaded once per device."""
+    return registry.load("faceapi_landmarks", device)
 
 
-def landmarks68(chip: np.ndarray) -> np.ndarray:
-    """68 points (chip pixels) of one (S, S, 3) uint8 chip."""
+def landmarks68(chip: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """68 points (chip pixels) of one (S, S, 3) uint8 chip, the net run on ``device``."""
     with torch.no_grad():
-        rel = _landmark_net()(to_tensor(chip))[0].numpy()
+        rel = _landmark_net(device)(to_tensor(chip).to(device))[0].cpu().numpy()
     return rel * chip.shape[1]
 
 
@@ -51,7 +53,7 @@ def locate_faces(rgb: np.ndarray, refine: bool = True) -> list[Face]:
     return [replace(f, landmarks=_refined(rgb, f.landmarks)) for f in faces]
 
 
-def face_crops(path: Path | str, size: int = 256) -> list[np.ndarray]:
+def face_crops(path: Path | str, size: int = WORKING_SIZE) -> list[np.ndarray]:
     """Working crops (uint8, ``size`` px) of every face of the photo at ``path`` sharp enough to
     learn from (:data:`~pareidolia.faces.detect.CROP_MIN_FACE_PX`), largest first. Raises
     :class:`~pareidolia.io.ImageError` for unusable files."""
@@ -62,7 +64,7 @@ def face_crops(path: Path | str, size: int = 256) -> list[np.ndarray]:
     return [warp_crop(photo.rgb, working_alignment(f.landmarks, size)) for f in faces]
 
 
-def target_face(path: Path | str, size: int = 256) -> torch.Tensor:
+def target_face(path: Path | str, size: int = WORKING_SIZE) -> torch.Tensor:
     """The largest face of the photo at ``path`` as a (1, 3, size, size) working crop in [0, 1]
     (a target identity for ``train``, ``protect --target`` and the web page). Raises
     :class:`~pareidolia.errors.NoFaceError` when the photo has no face large enough."""

@@ -68,11 +68,11 @@ from pareidolia.objectives.identity import zoo_ensembles
 from pareidolia.protector import Protector, adapt_protector, apply_protector, to_crop
 from pareidolia.refine import RefineConfig, Refiner
 from pareidolia.report import EditedFace, PhotoReport, SkippedFace, measure_faces
+from pareidolia.runtime import WORKING_SIZE
 from pareidolia.zoo import registry
 
 __all__ = [
     "SUFFIX",
-    "WORKING_SIZE",
     "Interrupted",
     "Progress",
     "ProtectOptions",
@@ -87,7 +87,7 @@ __all__ = [
 ]
 
 SUFFIX = "_protected"
-WORKING_SIZE = 256
+DEVICE = "cpu"  # where the pipeline's own models (refinement, retargeting) run
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: ``photos``, ``faces`` (faces of the current photo
@@ -202,9 +202,12 @@ BATCH = 8  # faces per protector / refinement batch (bounds memory on photos wit
 
 
 @cache
-def _refiner(surrogates: tuple[str, ...], emotion: str, config: RefineConfig) -> Refiner:
-    """The refinement's models for one (surrogates, emotion, config), loaded once (CPU)."""
-    return Refiner(surrogates, emotion, config, zoo_ensembles(WORKING_SIZE, "cpu"))
+def _refiner(
+    surrogates: tuple[str, ...], emotion: str, config: RefineConfig, device: str
+) -> Refiner:
+    """The refinement's models for one (surrogates, emotion, config) on ``device``, loaded
+    once per device."""
+    return Refiner(surrogates, emotion, config, zoo_ensembles(WORKING_SIZE, device))
 
 
 def retarget(protector: Protector, target_crop: torch.Tensor) -> Protector:
@@ -213,7 +216,7 @@ def retarget(protector: Protector, target_crop: torch.Tensor) -> Protector:
     scores against; the protector's weights are unchanged)."""
     names = registry.names("fr")
     with torch.no_grad():
-        emb = zoo_ensembles(WORKING_SIZE, "cpu")(names)(target_crop.float())
+        emb = zoo_ensembles(WORKING_SIZE, DEVICE)(names)(target_crop.float())
     return replace(
         protector, target_embeddings={m: e.mean(0, keepdim=True) for m, e in emb.items()}
     )
@@ -232,7 +235,7 @@ def _refinement(
     missing = [m for m in names if m not in protector.target_embeddings]
     if missing:
         raise UserError(f"the protector has no target embedding for {', '.join(missing)}")
-    refiner = _refiner(tuple(names), protector.config.emotion, c)
+    refiner = _refiner(tuple(names), protector.config.emotion, c, DEVICE)
     return refiner, {m: protector.target_embeddings[m] for m in names}
 
 
@@ -442,7 +445,12 @@ def protect_photo(
         for face, alignment, crop, secs in zip(keep, alignments, crops, seconds, strict=True)
     ]
     report.faces = measure_faces(
-        photo.rgb, written, edited, protector.target_embeddings, robustness=options.robustness
+        photo.rgb,
+        written,
+        edited,
+        protector.target_embeddings,
+        robustness=options.robustness,
+        device=DEVICE,
     )
     report.seconds = time.perf_counter() - start
     return out, report

@@ -71,6 +71,7 @@ from pareidolia.objectives.identity import EnsembleFactory, IdentityLoss, zoo_en
 from pareidolia.objectives.landmarks import LaplacianLoss
 from pareidolia.objectives.score_matching import ScoreMatchingLoss
 from pareidolia.projection import GradVac, make_combiner
+from pareidolia.runtime import WORKING_SIZE
 from pareidolia.zoo import registry
 
 if TYPE_CHECKING:
@@ -552,7 +553,7 @@ def _step(
     l_lap = obj.laplacian(x_hat01, x01).mean() if obj.laplacian is not None else zero
     l_1 = l1_loss(x_hat01, x01).mean() if config.w_l1 > 0 else zero
     l_lp = (
-        lowpass_l1_loss(x_hat01, x01, config.lowpass_sigma * size / 256).mean()
+        lowpass_l1_loss(x_hat01, x01, config.lowpass_sigma * size / WORKING_SIZE).mean()
         if config.w_lowpass > 0
         else zero
     )

@@ -28,6 +28,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pareidolia.runtime import FAR
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -38,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLUMNS",
-    "FAR",
     "EditedFace",
     "FaceReport",
     "ModelScores",
@@ -56,7 +57,6 @@ __all__ = [
     "table_rows",
 ]
 
-FAR = "0.01"
 JUDGE = "mini_xception"
 
 Status = Literal["protected", "partial", "skipped", "no_face", "error"]
@@ -272,12 +272,13 @@ class EditedFace:
 class _Judge:
     """The independent expression judge (``mini_xception``) on working crops."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, device: str) -> None:
         from pareidolia.faces.align import ChipSampler
         from pareidolia.zoo import registry
 
-        self.net = registry.load(JUDGE)
-        self.sampler = ChipSampler(registry.get(JUDGE).chip, size)
+        self.device = device
+        self.net = registry.load(JUDGE, device)
+        self.sampler = ChipSampler(registry.get(JUDGE).chip, size).to(device)
 
     def probabilities(self, crop: np.ndarray) -> dict[str, float]:
         import torch
@@ -286,21 +287,22 @@ class _Judge:
         from pareidolia.zoo.spec import EMOTIONS
 
         with torch.no_grad():
-            logp = self.net(self.sampler(to_tensor(crop)))[0]
+            logp = self.net(self.sampler(to_tensor(crop).to(self.device)))[0].cpu()
         return {e: float(p) for e, p in zip(EMOTIONS, logp.exp().tolist(), strict=True)}
 
 
 @cache
-def _embedder() -> FaceEmbedder:
+def _embedder(device: str) -> FaceEmbedder:
+    """Every zoo FR model on ``device``, loaded once per device."""
     from pareidolia.evaluation.verification import FaceEmbedder
 
-    return FaceEmbedder()
+    return FaceEmbedder(device=device)
 
 
 @cache
-def _judge(size: int) -> _Judge:
-    """The judge reading ``size``-pixel working crops."""
-    return _Judge(size)
+def _judge(size: int, device: str) -> _Judge:
+    """The judge reading ``size``-pixel working crops on ``device``, loaded once per both."""
+    return _Judge(size, device)
 
 
 def measure_faces(
@@ -310,11 +312,12 @@ def measure_faces(
     target: dict[str, torch.Tensor],
     *,
     robustness: bool = True,
+    device: str = "cpu",
 ) -> list[FaceReport]:
     """The report of every edited face: ``original`` is the photo as read, ``written`` the
     output's pixels as a reader will get them back (RGB uint8); ``target`` the protector's
     target embeddings per FR model. With ``robustness`` the decisions are checked again after
-    a simulated social-network upload."""
+    a simulated social-network upload. The FR models and the judge run on ``device``."""
     from pareidolia.colour import colour_shift
     from pareidolia.faces.align import warp_crop
     from pareidolia.faces.blend import face_mask
@@ -323,10 +326,10 @@ def measure_faces(
     if not faces:
         return []
     size = faces[0].crop.shape[0]
-    embedder, judge = _embedder(), _judge(size)
+    embedder, judge = _embedder(device), _judge(size, device)
     originals = [embedder.embed(original, f.face.landmarks) for f in faces]
     robust = (
-        _robustness(written, [f.face for f in faces], originals, target)
+        _robustness(written, [f.face for f in faces], originals, target, embedder)
         if robustness
         else [(None, None)] * len(faces)
     )
@@ -410,6 +413,7 @@ def _robustness(
     faces: list[Face],
     original: list[dict[str, torch.Tensor]],
     target: dict[str, torch.Tensor],
+    embedder: FaceEmbedder,
 ) -> list[tuple[bool, list[RobustnessCheck] | None]]:
     """Per face: (found again after the upload, the models' decisions there)."""
     from pareidolia.evaluation.variants import social_network
@@ -425,7 +429,7 @@ def _robustness(
         if again is None:
             out.append((False, None))
             continue
-        emb = _embedder().embed(uploaded, again.landmarks)
+        emb = embedder.embed(uploaded, again.landmarks)
         checks = []
         for v in compare(emb, orig_emb, FAR):
             t_score, t_match = _target_decision(emb[v.model], v.model, target)

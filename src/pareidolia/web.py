@@ -52,6 +52,7 @@ from PIL import Image
 
 from pareidolia.errors import NoFaceError, PareidoliaError, UserError, os_problem
 from pareidolia.report import COLUMNS
+from pareidolia.runtime import ADAPT_STEPS
 from pareidolia.stale import WEB_CACHE, WEB_WORK, pid_prefix, remove_stale
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ MAX_UPLOAD_MB = 50
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 MAX_FILES = 20
 """Most photos protected in one request (CPU time per photo is seconds to minutes)."""
-DEFAULT_ADAPT = 20
+DEFAULT_ADAPT = ADAPT_STEPS
 """Adaptation steps proposed when a target face is given (as ``pareidolia protect --target``)."""
 MAX_ADAPT = 200
 PREVIEW_SIDE = 1600

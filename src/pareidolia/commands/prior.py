@@ -175,7 +175,7 @@ def _evaluate(
 ) -> dict[str, Any]:
     from pareidolia.diffusion.models import load_score_model
     from pareidolia.diffusion.prior_eval import EvalSettings, evaluate
-    from pareidolia.diffusion.train import pick_device
+    from pareidolia.runtime import pick_device
 
     unet, config = load_score_model(model)
     unet = unet.to(pick_device(device))  # type: ignore[arg-type]

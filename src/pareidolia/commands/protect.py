@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pareidolia.errors import UserError
+from pareidolia.runtime import ADAPT_STEPS
 
 if TYPE_CHECKING:
     import torch
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from pareidolia.protector import Protector
     from pareidolia.report import PhotoReport
 
-DEFAULT_TARGET_ADAPT = 20
+DEFAULT_TARGET_ADAPT = ADAPT_STEPS
 """Adaptation steps used when ``--target`` is given with ``--fast`` and without ``--adapt``
 (the default refinement retargets each face itself)."""
 

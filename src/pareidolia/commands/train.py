@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pareidolia.errors import NoFaceError, UserError
+from pareidolia.runtime import WORKING_SIZE
 
 if TYPE_CHECKING:
     import torch
 
 WORK_SUFFIX = ".work"
-CROP_SIZE = 256
 
 
 def training_faces(folder: Path) -> tuple[list[str], torch.Tensor]:
@@ -42,7 +42,7 @@ def training_faces(folder: Path) -> tuple[list[str], torch.Tensor]:
     else:
         pairs = []
         for path in iter_image_files([folder]):
-            crops = face_crops(path, CROP_SIZE)
+            crops = face_crops(path, WORKING_SIZE)
             pairs += [(f"{path.name}#{i}", c) for i, c in enumerate(crops)]
     if not pairs:
         raise NoFaceError(f"{folder}: no face large enough to train on")
@@ -81,7 +81,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UserError(f"{out.parent}: output folder does not exist")
     config = _config(args)
     names, faces = training_faces(Path(args.faces))
-    target = target_face(Path(args.target), CROP_SIZE)
+    target = target_face(Path(args.target), WORKING_SIZE)
     unet, score_cfg = load_score_model(args.model)
     unet.to(args.device)
     work = out.with_name(out.name + WORK_SUFFIX)

@@ -30,11 +30,11 @@ from pareidolia.diffusion.ddim import generate, invert, unet_eps
 from pareidolia.diffusion.schedule import ScoreModelConfig
 from pareidolia.faces.align import ChipSampler, to_tensor
 from pareidolia.quality import psnr, ssim
+from pareidolia.runtime import FAR
 from pareidolia.zoo import registry
 from pareidolia.zoo.spec import EMOTIONS
 from pareidolia.zoo.thresholds import thresholds
 
-FAR = "0.01"
 EXPRESSION_MODEL = "faceapi_expression"
 
 

@@ -48,6 +48,7 @@ from pareidolia.diffusion.schedule import (
 )
 from pareidolia.errors import OptionError, UserError
 from pareidolia.facesets import Faceset, ensure_faceset, load_faceset
+from pareidolia.runtime import pick_device
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -64,15 +65,6 @@ class TrainResult:
     losses: list[float]
     wall_s: float
     device: str
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; otherwise the device named."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available")
-    return torch.device(name)
 
 
 def _faceset(cfg: TrainConfig) -> Faceset:

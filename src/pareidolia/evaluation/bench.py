@@ -39,7 +39,6 @@ from pareidolia.baselines import BASELINES
 from pareidolia.errors import OptionError, UserError
 from pareidolia.evaluation import metrics as M
 from pareidolia.evaluation.protocol import (
-    HEADLINE_FAR,
     OFFLINE_TARGET,
     PAPER_CROP_BOX,
     PAPER_TARGETS,
@@ -51,11 +50,10 @@ from pareidolia.evaluation.protocol import (
 from pareidolia.faces.align import to_tensor, to_uint8
 from pareidolia.io import atomic_write_bytes, iter_image_files, read_photo
 from pareidolia.objectives.identity import EnsembleFactory, IdentityLoss, zoo_ensembles
+from pareidolia.runtime import ADAPT_STEPS, FAR, WORKING_SIZE, pick_device
 from pareidolia.zoo.thresholds import FARS
 
 FORMAT = "pareidolia.bench/1"
-SIZE = 256  # working-crop side of every protocol
-ADAPT_STEPS = 20  # per-face fine-tuning steps of ``map-adapt`` (the CLI's --adapt example)
 Protocol = Literal["offline", "paper"]
 Preprocess = Literal["resize", "crop"]
 
@@ -168,19 +166,6 @@ class Dataset:
 # ----------------------------------------------------------------------------- set-up
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise UserError(f"--device {name!r}: not a device (auto, cpu, cuda, cuda:N)") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available here")
-    return device
-
-
 def machine_info(device: torch.device) -> dict[str, Any]:
     """Where the numbers were measured: OS, CPU, Python/torch versions, threads, device."""
     info: dict[str, Any] = {
@@ -215,10 +200,10 @@ def _square(rgb: np.ndarray, path: Path) -> np.ndarray:
     h, w = rgb.shape[:2]
     if h != w:
         raise UserError(f"{path}: {w}×{h} is not a square aligned face crop")
-    if h == SIZE:
+    if h == WORKING_SIZE:
         return rgb
-    interp = cv2.INTER_AREA if h > SIZE else cv2.INTER_CUBIC
-    return cv2.resize(rgb, (SIZE, SIZE), interpolation=interp)
+    interp = cv2.INTER_AREA if h > WORKING_SIZE else cv2.INTER_CUBIC
+    return cv2.resize(rgb, (WORKING_SIZE, WORKING_SIZE), interpolation=interp)
 
 
 def offline_dataset(cfg: BenchConfig) -> tuple[Dataset, np.ndarray]:
@@ -355,21 +340,23 @@ class VerifierEnsemble(nn.Module):
 
 
 @functools.cache
-def base_network(spec: str) -> tuple[Any, Any]:
-    """MAP's base score network and its config (``--model``), loaded once per run."""
+def base_network(spec: str, device: torch.device) -> tuple[Any, Any]:
+    """MAP's base score network and its config (``--model``) on ``device``, loaded once per
+    run and device (never moved: a cached network stays where it was put)."""
     from pareidolia.diffusion.models import load_score_model
 
-    return load_score_model(spec)
+    unet, config = load_score_model(spec)
+    return nn.Module.to(unet, device), config  # diffusers types .to oddly
 
 
-def check_given_protectors(cfg: BenchConfig, victims: Sequence[str]) -> None:
+def check_given_protectors(cfg: BenchConfig, victims: Sequence[str], device: torch.device) -> None:
     """Fail before any work when a ``--protector`` file is unreadable, made from another base
     network, or holds out a different victim than the one it is given for."""
     if not cfg.protectors:
         return
     from pareidolia.protector import load_protector
 
-    unet, score_cfg = base_network(cfg.model)
+    unet, score_cfg = base_network(cfg.model, device)
     for victim, path in cfg.protectors.items():
         if victim not in victims:
             raise OptionError(
@@ -397,8 +384,7 @@ def map_protector(
     (resumable) with the default config against the FR models ``fr`` builds."""
     from pareidolia.protector import ProtectorConfig, finetune, load_protector, save_protector
 
-    unet, score_cfg = base_network(cfg.model)
-    nn.Module.to(unet, device)  # in place; diffusers types .to oddly
+    unet, score_cfg = base_network(cfg.model, device)
     saved = cfg.out / "protectors" / f"{name}.safetensors"
     given = cfg.protectors.get(victim)
     if given is not None or saved.is_file():
@@ -578,14 +564,14 @@ def cell_metrics(
     robust = {}
     for variant, faces in M.robustness_variants(protected).items():
         scores = rule.score(judges.embed(victim, faces), judges.targets[victim])
-        robust[variant] = M.match_rates(scores, rule, (HEADLINE_FAR,))[HEADLINE_FAR]
+        robust[variant] = M.match_rates(scores, rule, (FAR,))[FAR]
     _, power = M.residual_spectrum(originals, protected)
     return {
         "psr": imp["psr"],
         "psr_all_models": all_models,
         "score_metric": rule.metric,
         "mean_score_to_target": imp["mean_score"],
-        "dodging": M.dodging_rate(rule, victim_emb, judges.originals[victim], HEADLINE_FAR),
+        "dodging": M.dodging_rate(rule, victim_emb, judges.originals[victim], FAR),
         **M.quality(originals, protected),
         **M.colour_shifts(originals, protected),
         "judge_rate": judge_rate(to_tensor(list(protected)).to(device), emotion),
@@ -675,7 +661,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     else:
         dataset, train = offline_dataset(cfg)
         datasets = [dataset]
-        verifiers = zoo_verifiers(size=SIZE, device=device)
+        verifiers = zoo_verifiers(size=WORKING_SIZE, device=device)
     models = [v.name for v in verifiers]
     victims, specs = _victims(cfg, models), _specs(cfg)
     notes: list[str] = []
@@ -686,7 +672,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             "protocol trains one protector per victim and target on them)"
         )
     if any(s.family == "map" for s in specs):
-        check_given_protectors(cfg, victims)
+        check_given_protectors(cfg, victims, device)
     elif cfg.protectors:
         notes.append("--protector given but MAP is not among the methods run: ignored")
     prepare_out(cfg.out, cfg.resume)
@@ -697,7 +683,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     examples: dict[str, np.ndarray] = {}
     judges_by = {d.name: Judges.build(verifiers, d, device) for d in datasets}
     if cfg.protocol == "offline":
-        fr = zoo_ensembles(SIZE, device)
+        fr = zoo_ensembles(WORKING_SIZE, device)
     else:
 
         def fr(names: Sequence[str]) -> nn.Module:
@@ -763,14 +749,14 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         if cfg.protocol == "offline" and "map" in [s.key for s in specs] and victim not in map_info:
             map_info[victim] = {"source": "stored cell of a resumed run (see OUT/protectors)"}
 
-    freqs, _ = M.radial_power_spectrum(np.zeros((SIZE, SIZE)))
+    freqs, _ = M.radial_power_spectrum(np.zeros((WORKING_SIZE, WORKING_SIZE)))
     results = {
         "format": FORMAT,
         "protocol": cfg.protocol,
         "config": cfg.to_dict(),
         "machine": machine_info(device),
         "fars": list(FARS),
-        "headline_far": HEADLINE_FAR,
+        "headline_far": FAR,
         "verifiers": {
             v.name: {"metric": v.rule.metric, "thresholds": v.rule.at} for v in verifiers
         },

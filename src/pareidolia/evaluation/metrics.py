@@ -21,6 +21,7 @@ from pareidolia.errors import OptionError
 from pareidolia.evaluation.variants import jpeg, rescale
 from pareidolia.faces.blend import face_mask
 from pareidolia.quality import psnr, ssim
+from pareidolia.runtime import FAR
 from pareidolia.zoo.thresholds import FARS
 
 PSNR_CAP = 100.0  # dB given to identical images, so means stay finite (and JSON-valid)
@@ -35,7 +36,7 @@ class DecisionRule(Protocol):
 
     def score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor: ...
 
-    def matches(self, score: torch.Tensor | float, far: str = "0.01") -> torch.Tensor | bool: ...
+    def matches(self, score: torch.Tensor | float, far: str = FAR) -> torch.Tensor | bool: ...
 
 
 def match_rates(
@@ -62,7 +63,7 @@ def impersonation(
 
 
 def dodging_rate(
-    rule: DecisionRule, protected: torch.Tensor, original: torch.Tensor, far: str = "0.01"
+    rule: DecisionRule, protected: torch.Tensor, original: torch.Tensor, far: str = FAR
 ) -> float:
     """Share of protected faces that no longer verify as their own original (row i against
     row i) at ``far``: protection that hides the person even where impersonation fails."""

@@ -25,12 +25,12 @@ import torch
 
 from pareidolia.evaluation.variants import jpeg
 from pareidolia.faces.align import ChipSampler
+from pareidolia.runtime import FAR, WORKING_SIZE
 from pareidolia.zoo import registry
 from pareidolia.zoo.spec import EMOTIONS
 from pareidolia.zoo.thresholds import Thresholds, thresholds
 
 OFFLINE_TARGET = "default"  # the shipped synthetic target; or the name of a held-out face
-HEADLINE_FAR = "0.01"
 
 # METHOD.md §5: the paper protocol's CelebA target → test photo pairs. (Its four FR models and
 # their thresholds are :data:`pareidolia.zoo.paper_fr.PAPER_FR`.)
@@ -68,7 +68,9 @@ class Verifier:
 
 
 def zoo_verifiers(
-    models: Sequence[str] | None = None, size: int = 256, device: torch.device | str = "cpu"
+    models: Sequence[str] | None = None,
+    size: int = WORKING_SIZE,
+    device: torch.device | str = "cpu",
 ) -> list[Verifier]:
     """The zoo's FR models (default all four) reading their chips from ``size``-pixel crops,
     with the calibrated thresholds of ``thresholds.json``."""
@@ -104,7 +106,7 @@ def psr_by_far(
 def psr(
     faces: torch.Tensor,
     target_test: torch.Tensor,
-    far: str = HEADLINE_FAR,
+    far: str = FAR,
     verifiers: Sequence[Verifier] | None = None,
 ) -> dict[str, float]:
     """Share of ``faces`` each FR model matches to the target's test photo at one FAR."""

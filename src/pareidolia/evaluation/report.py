@@ -16,6 +16,7 @@ import numpy as np
 from pareidolia.errors import UserError
 from pareidolia.evaluation.metrics import PSNR_CAP
 from pareidolia.io import atomic_write_bytes
+from pareidolia.zoo.thresholds import FARS
 
 FIGURES = ("psr_vs_psnr.png", "residual_spectrum.png", "examples.png")
 SPECTRUM_METHODS = ("map", "map-adapt", "pgd-16", "tip-im")
@@ -60,7 +61,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         row = [
             c["method"],
             c["victim"],
-            *(_pct(c["psr"][far]) for far in ("0.1", "0.01", "0.001")),
+            *(_pct(c["psr"][far]) for far in FARS),
             _pct(c["dodging"]),
             "∞" if c["psnr"] >= PSNR_CAP else f"{c['psnr']:.2f}",
             f"{c['ssim']:.3f}",

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from pareidolia.faces.align import crop_chip, to_tensor
+from pareidolia.runtime import FAR
 from pareidolia.zoo import registry
 from pareidolia.zoo.thresholds import thresholds
 
@@ -42,7 +43,7 @@ class FaceEmbedder:
 
 
 def compare(
-    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], far: str = "0.01"
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], far: str = FAR
 ) -> list[ModelVerdict]:
     """Per-model verdicts for two faces' embeddings."""
     verdicts = []

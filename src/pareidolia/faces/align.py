@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pareidolia.faces.templates import CHIPS, ChipTemplate, chip_affine, umeyama, working_template
+from pareidolia.runtime import WORKING_SIZE
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def align_to(landmarks: np.ndarray, template: ChipTemplate) -> Alignment:
     return Alignment(umeyama(landmarks, template.points), template.size)
 
 
-def working_alignment(landmarks: np.ndarray, size: int = 256) -> Alignment:
+def working_alignment(landmarks: np.ndarray, size: int = WORKING_SIZE) -> Alignment:
     """Alignment of a face to the working crop at ``size`` pixels."""
     return align_to(landmarks, working_template(size))
 
@@ -147,7 +148,7 @@ class ChipSampler(nn.Module):
     chip is anti-aliased (as the non-differentiable photo path does with a pyramid).
     """
 
-    def __init__(self, chip: str, working_size: int = 256) -> None:
+    def __init__(self, chip: str, working_size: int = WORKING_SIZE) -> None:
         super().__init__()
         src = working_template(working_size)
         dst = CHIPS[chip]

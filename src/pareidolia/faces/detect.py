@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import cv2
@@ -63,8 +63,20 @@ class Face:
         return float(min(self.box[2], self.box[3]))
 
 
-@cache
+_per_thread = threading.local()
+
+
 def _detector() -> cv2.FaceDetectorYN:
+    """This thread's YuNet detector (OpenCV, on the CPU), made on first use. Each call sets
+    the detector's input size and threshold, so one detector shared by threads (the web
+    server's) would race; one per thread does not."""
+    detector: cv2.FaceDetectorYN | None = getattr(_per_thread, "detector", None)
+    if detector is None:
+        detector = _per_thread.detector = _new_detector()
+    return detector
+
+
+def _new_detector() -> cv2.FaceDetectorYN:
     if not YUNET_FILE.exists():
         raise WeightsError(
             f"{YUNET_FILE}: YuNet detector missing; rebuild with tools/convert_weights.py"

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pareidolia.runtime import WORKING_SIZE
+
 # ArcFace / insightface 112x112 template (also used by SFace and MobileFace).
 ARCFACE_112 = np.array(
     [
@@ -77,8 +79,6 @@ def _ffhq_working(size: int) -> ChipTemplate:
     pts = (a - centre) / side + 0.5
     return ChipTemplate(size, pts * size)
 
-
-WORKING_SIZE = 256
 
 CHIPS: dict[str, ChipTemplate] = {
     "working": _ffhq_working(WORKING_SIZE),

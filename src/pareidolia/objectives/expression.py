@@ -22,6 +22,7 @@ from torch import nn
 
 from pareidolia.errors import UserError
 from pareidolia.faces.align import ChipSampler
+from pareidolia.runtime import WORKING_SIZE
 from pareidolia.zoo import registry
 from pareidolia.zoo.spec import EMOTIONS
 
@@ -76,7 +77,7 @@ class ClassifierGuide(nn.Module):
     """
 
     def __init__(
-        self, emotion: str, working_size: int = 256, device: torch.device | str = "cpu"
+        self, emotion: str, working_size: int = WORKING_SIZE, device: torch.device | str = "cpu"
     ) -> None:
         super().__init__()
         self.emotion = emotion

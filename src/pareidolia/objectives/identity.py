@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pareidolia.faces.align import ChipSampler
+from pareidolia.runtime import WORKING_SIZE
 from pareidolia.zoo import registry
 
 
@@ -21,7 +22,10 @@ class SurrogateEnsemble(nn.Module):
     """FR models with their chip samplers: working crops in [0, 1] → embeddings per model."""
 
     def __init__(
-        self, models: list[str], working_size: int = 256, device: torch.device | str = "cpu"
+        self,
+        models: list[str],
+        working_size: int = WORKING_SIZE,
+        device: torch.device | str = "cpu",
     ) -> None:
         super().__init__()
         if not models:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pareidolia.faces.align import ChipSampler
+from pareidolia.runtime import WORKING_SIZE
 from pareidolia.zoo import registry
 
 LANDMARK_MODEL = "faceapi_landmarks"
@@ -79,7 +80,9 @@ def laplacian_change(points_hat: torch.Tensor, points_orig: torch.Tensor) -> tor
 class LaplacianLoss(nn.Module):
     """L_lap per sample (B,) between edited and original working crops (B, 3, W, W) in [0, 1]."""
 
-    def __init__(self, working_size: int = 256, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, working_size: int = WORKING_SIZE, device: torch.device | str = "cpu"
+    ) -> None:
         super().__init__()
         spec = registry.get(LANDMARK_MODEL)
         self.net = registry.load(LANDMARK_MODEL, device)

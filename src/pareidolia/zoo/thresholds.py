@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from pareidolia.errors import WeightsError
+from pareidolia.runtime import FAR
 
 TABLE = Path(__file__).resolve().parent / "thresholds.json"
 FARS = ("0.1", "0.01", "0.001")
@@ -38,7 +39,7 @@ class Thresholds:
             return F.cosine_similarity(a, b, dim=-1)
         return (a - b).norm(dim=-1)
 
-    def matches(self, score: torch.Tensor | float, far: str = "0.01") -> torch.Tensor | bool:
+    def matches(self, score: torch.Tensor | float, far: str = FAR) -> torch.Tensor | bool:
         """Same-person decision at ``far``: cosine above, or distance below, the threshold."""
         t = self.at[far]
         return score > t if self.metric == "cosine" else score < t
