@@ -37,8 +37,8 @@ from diffusers.models.unets.unet_2d import UNet2DModel
 
 from pareidolia.diffusion.ddim import generate, invert, timestep_grid, unet_eps
 from pareidolia.diffusion.models import CELEBA_HQ_ARCH, SDEditArch, build_unet
-from pareidolia.diffusion.prior import build_prior_unet
 from pareidolia.diffusion.schedule import alphas_cumprod, linear_betas
+from pareidolia.prior.model import build_prior_unet
 
 _SMALL = SDEditArch(
     ch=64, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,), resolution=128

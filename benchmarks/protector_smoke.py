@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from pareidolia.diffusion.dcgan import load_generator
 from pareidolia.diffusion.prior import default_prior
-from pareidolia.diffusion.prior_data import FaceSampler
 from pareidolia.evaluation.protocol import judge_rate, psr, target_test_photo
 from pareidolia.faces.align import to_tensor, to_uint8
-from pareidolia.facesets import Faceset, load_faceset
 from pareidolia.io import atomic_write_bytes, encode_photo
+from pareidolia.prior.data import FaceSampler
+from pareidolia.prior.dcgan import load_generator
+from pareidolia.prior.facesets import Faceset, load_faceset
 from pareidolia.protector import ProtectorConfig, adapt_protector, apply_protector, finetune
 from pareidolia.quality import psnr, ssim
 from pareidolia.zoo import registry

@@ -25,10 +25,10 @@ from pareidolia.default_protectors import default_protector, default_target_crop
 from pareidolia.evaluation.protocol import target_test_photo, zoo_verifiers
 from pareidolia.faces.align import to_tensor, to_uint8, working_alignment
 from pareidolia.faces.blend import face_mask
-from pareidolia.facesets import load_faceset
 from pareidolia.objectives.geometry import displacements
 from pareidolia.objectives.identity import zoo_ensembles
 from pareidolia.objectives.landmarks import LaplacianLoss
+from pareidolia.prior.facesets import load_faceset
 from pareidolia.protector import apply_protector, to_crop
 from pareidolia.quality import psnr, ssim
 from pareidolia.refine import RefineConfig, Refiner

@@ -13,7 +13,7 @@ from pareidolia.default_protectors import (
     shipped_emotions,
 )
 from pareidolia.faces.align import to_tensor
-from pareidolia.facesets import ensure_faceset, packages_dir
+from pareidolia.prior.facesets import ensure_faceset, packages_dir
 
 
 def test_happy_and_surprised_ship_for_a_synthetic_target() -> None:

@@ -33,14 +33,14 @@ from torch import nn
 
 from pareidolia.checksums import file_sha256
 from pareidolia.default_protectors import INDEX, SHIPPED
-from pareidolia.diffusion.dcgan import load_generator
 from pareidolia.diffusion.prior import default_prior
-from pareidolia.diffusion.prior_data import FaceSampler
 from pareidolia.evaluation.protocol import judge_rate, psr, target_test_photo
 from pareidolia.faces.align import ChipSampler, to_tensor, to_uint8
 from pareidolia.faces.detect import detect_faces
-from pareidolia.facesets import Faceset, load_faceset
 from pareidolia.io import atomic_write_bytes, encode_photo, read_photo
+from pareidolia.prior.data import FaceSampler
+from pareidolia.prior.dcgan import load_generator
+from pareidolia.prior.facesets import Faceset, load_faceset
 from pareidolia.protector import (
     Protector,
     ProtectorConfig,

@@ -23,6 +23,10 @@ class NoFaceError(UserError):
     """A photo in which no usable face was found."""
 
 
+class ScoreModelError(UserError):
+    """A score network cannot be loaded: missing or unexpected file, bad checksum, wrong keys."""
+
+
 class WeightsError(PareidoliaError, RuntimeError):
     """A shipped weight file (or the thresholds' calibration table) is missing or does not match
     its recorded checksum."""

@@ -13,6 +13,7 @@ from pareidolia.diffusion.models import (
     PAPER_HUB_ID,
 )
 from pareidolia.faces import detect
+from pareidolia.prior.config import DEFAULT_ARCH
 from pareidolia.zoo import registry
 from pareidolia.zoo.thresholds import thresholds
 
@@ -42,7 +43,7 @@ def score_network_rows() -> list[dict[str, Any]]:
             "name": "prior",
             "role": "score_network",
             "input": "working crop, RGB in [-1, 1]",
-            "input_size": prior.DEFAULT_ARCH.resolution,
+            "input_size": DEFAULT_ARCH.resolution,
             "output_dim": None,
             "licence": "see zoo/weights/prior/MODEL_CARD.md",
             "source": "trained by this project (pareidolia prior train); spec prior:default",

@@ -1,12 +1,12 @@
 """``pareidolia prior``: build the face set, train the offline face prior, evaluate a prior.
 
 - ``prior data --out DIR``: the aligned working crops of the project's face split
-  (:mod:`pareidolia.facesets`) plus the DCGAN copy, as a self-contained folder.
-- ``prior train --out DIR``: train (or ``--resume``) a prior (:mod:`pareidolia.diffusion.train`),
+  (:mod:`pareidolia.prior.facesets`) plus the DCGAN copy, as a self-contained folder.
+- ``prior train --out DIR``: train (or ``--resume``) a prior (:mod:`pareidolia.prior.train`),
   export it to ``DIR/model`` and, unless ``--no-eval``, evaluate it on the held-out faces and
   write the numbers into its model card.
 - ``prior eval``: the DDIM round-trip report of any score network on the held-out faces
-  (:mod:`pareidolia.diffusion.prior_eval`).
+  (:mod:`pareidolia.prior.evaluation`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pareidolia.errors import UserError
 if TYPE_CHECKING:
     import numpy as np
 
-    from pareidolia.diffusion.prior_config import TrainConfig
+    from pareidolia.prior.config import TrainConfig
 
 DEFAULT_SWEEP = "40,60,100,200,300,400"
 
@@ -41,7 +41,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from pareidolia.facesets import load_faceset, make_faceset
+    from pareidolia.prior.facesets import load_faceset, make_faceset
 
     out = make_faceset(
         Path(args.out), Path(args.packages) if args.packages else None, not args.no_synthetic
@@ -60,7 +60,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    from pareidolia.diffusion.prior_config import PriorArch, TrainConfig
+    from pareidolia.prior.config import PriorArch, TrainConfig
 
     try:
         arch = PriorArch(
@@ -96,7 +96,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 def command_line(cfg: TrainConfig) -> str:
     """The ``pareidolia prior train`` command that reproduces ``cfg`` (every setting that
     differs from the defaults, spelled out)."""
-    from pareidolia.diffusion.prior_config import PriorArch, TrainConfig
+    from pareidolia.prior.config import PriorArch, TrainConfig
 
     flags = {
         "data": "--data", "steps": "--steps", "batch": "--batch", "lr": "--lr",
@@ -126,9 +126,10 @@ def command_line(cfg: TrainConfig) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pareidolia.diffusion.prior import load_prior, parameter_count
-    from pareidolia.diffusion.train import train
-    from pareidolia.facesets import load_faceset
+    from pareidolia.diffusion.prior import load_prior
+    from pareidolia.prior.facesets import load_faceset
+    from pareidolia.prior.model import parameter_count
+    from pareidolia.prior.train import train
 
     cfg = _config(args)
     result = train(cfg, resume=args.resume, progress=not args.quiet, command=command_line(cfg))
@@ -154,8 +155,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _faces(spec: str | None, packages: str | None) -> list[tuple[str, np.ndarray]]:
     """Held-out faces: a face set folder's held-out split, a folder of crops, or (default) the
     held-out split built from the photos."""
-    from pareidolia.facesets import MANIFEST, build_faces, load_faceset
     from pareidolia.io import iter_image_files, read_photo
+    from pareidolia.prior.facesets import MANIFEST, build_faces, load_faceset
 
     if spec is None:
         return [
@@ -174,7 +175,7 @@ def _evaluate(
     model: str, faces: list[tuple[str, np.ndarray]], t0: int, sweep: tuple[int, ...], device: str
 ) -> dict[str, Any]:
     from pareidolia.diffusion.models import load_score_model
-    from pareidolia.diffusion.prior_eval import EvalSettings, evaluate
+    from pareidolia.prior.evaluation import EvalSettings, evaluate
     from pareidolia.runtime import pick_device
 
     unet, config = load_score_model(model)
@@ -184,8 +185,8 @@ def _evaluate(
 
 def _write_card(folder: Path, report: dict[str, Any]) -> None:
     from pareidolia.diffusion.prior import CARD, read_config
-    from pareidolia.diffusion.prior_card import render_card
     from pareidolia.io import atomic_write_bytes
+    from pareidolia.prior.card import render_card
 
     info = read_config(folder)
     atomic_write_bytes(folder / "eval.json", json.dumps(report, indent=2).encode(), overwrite=True)
@@ -255,7 +256,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def add_prior_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``pareidolia prior {data,train,eval}`` on the main parser's sub-commands.
 
-    The defaults repeat those of :class:`~pareidolia.diffusion.prior_config.TrainConfig` as
+    The defaults repeat those of :class:`~pareidolia.prior.config.TrainConfig` as
     literals (importing it would load torch and diffusers for every command); a test checks
     that they agree.
     """

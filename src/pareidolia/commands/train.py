@@ -31,9 +31,9 @@ WORK_SUFFIX = ".work"
 def training_faces(folder: Path) -> tuple[list[str], torch.Tensor]:
     """(names, (N, 3, 256, 256) in [0, 1]) of the training faces in ``folder``."""
     from pareidolia.faces.align import to_tensor
-    from pareidolia.facesets import MANIFEST, load_faceset
     from pareidolia.io import iter_image_files
     from pareidolia.locate import face_crops
+    from pareidolia.prior.facesets import MANIFEST, load_faceset
 
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder of face photos")

@@ -26,3 +26,8 @@ def tensors_sha256(named: Mapping[str, torch.Tensor]) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
         h.update(_raw_bytes(t))
     return h.hexdigest()
+
+
+def model_hash(net: torch.nn.Module) -> str:
+    """Content hash of a network's weights (see :class:`~pareidolia.diffusion.schedule.ScoreModelConfig`)."""
+    return tensors_sha256(net.state_dict())

@@ -26,14 +26,15 @@ import torch
 from diffusers.models.unets.unet_2d import UNet2DModel
 
 from pareidolia.checksums import file_sha256
-from pareidolia.diffusion.hashing import tensors_sha256
+from pareidolia.diffusion.hashing import model_hash
+from pareidolia.diffusion.prior import load_prior_spec
 from pareidolia.diffusion.schedule import (
     PAPER_BETA_END,
     PAPER_BETA_START,
     PAPER_NUM_TRAIN_TIMESTEPS,
     ScoreModelConfig,
 )
-from pareidolia.errors import UserError
+from pareidolia.errors import ScoreModelError
 
 PAPER_HUB_ID = "google/ddpm-celebahq-256"
 CELEBA_HQ_CKPT = "celeba_hq.ckpt"
@@ -47,11 +48,6 @@ _PAPER_SCHEDULE = {
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def model_hash(unet: torch.nn.Module) -> str:
-    """Content hash of a network's weights (see :class:`ScoreModelConfig`)."""
-    return tensors_sha256(unet.state_dict())
-
-
 def _config(
     unet: UNet2DModel, resolution: int, source: str, schedule: Mapping[str, Any]
 ) -> ScoreModelConfig:
@@ -63,10 +59,6 @@ def _config(
         source=source,
         content_hash=model_hash(unet),
     )
-
-
-class ScoreModelError(UserError):
-    """A score network cannot be loaded: missing or unexpected file, bad checksum, wrong keys."""
 
 
 @dataclass(frozen=True)
@@ -417,18 +409,12 @@ def load_diffusers(
 Loader = Callable[[str, bool], tuple[UNet2DModel, ScoreModelConfig]]
 
 
-def _load_prior(ref: str, allow_download: bool) -> tuple[UNet2DModel, ScoreModelConfig]:
-    from pareidolia.diffusion.prior import load_prior_spec  # imports this module
-
-    return load_prior_spec(ref)
-
-
 # Scheme → loader. ``prior:FOLDER`` is the project's own offline face prior (``prior:`` alone:
 # the one shipped in the package).
 SCORE_MODEL_SCHEMES: dict[str, Loader] = {
     "paper-ckpt": lambda ref, allow_download: load_sdedit_ckpt(ref),
     "diffusers": lambda ref, allow_download: load_diffusers(ref, allow_download),
-    "prior": _load_prior,
+    "prior": lambda ref, allow_download: load_prior_spec(ref),
 }
 
 

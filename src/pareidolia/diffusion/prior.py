@@ -1,32 +1,15 @@
-"""The project's own offline face prior: a compact ε-prediction ``UNet2DModel`` at 128 px.
+"""The project's own offline face prior as a score network: its folder format, read and
+written here, and the copy shipped in ``pareidolia/zoo/weights/prior/``.
 
-No pretrained face diffusion model can be had offline, so the project trains one
-(:mod:`pareidolia.diffusion.train`) and ships it in ``pareidolia/zoo/weights/prior/``.
-
-Why this shape:
-
-- **128 px working crops**, not the paper's 256: MAP runs the network through 20 inversion and
-  6 generation steps per face and back-propagates through the generation; on two CPU cores a
-  forward must stay near 0.2 s for that to be usable. The FR chips (112–224 px) are taken from
-  the working crop by :class:`pareidolia.faces.align.ChipSampler` at any crop size, so nothing
-  downstream depends on 256.
-- **Narrow and shallow** (:data:`DEFAULT_ARCH`: widths 16, 32, 64, 128, 128 over five levels,
-  one residual block per level, 8 group-norm groups; 4.26 M parameters, 3.9 GFLOP per forward:
-  about 0.045 s for one 128 px face on two idle CPU cores, 0.07 s on one). A UNet level costs
-  about the same at every level while widths double as the resolution halves, so the
-  full-resolution width sets the price; capping the width at 128 keeps the deep levels cheap
-  while the fifth level still reaches an 8×8 bottleneck (self-attention there and in the middle
-  block) for global context. Measured alternatives on the same cores: widths starting at 32
-  (5.9 M parameters) take 0.09 s per forward and 4.8 s per training step of 16 faces against
-  1.5 s, so on a CPU the narrow network gets three times the training for the same hours; a
-  second residual block per level costs 30 % more time.
-- **The paper model's schedule** (linear β 1e-4 → 0.02, T = 1000), so MAP's t0 values mean the
-  same noise levels as with ``celeba_hq.ckpt``.
+No pretrained face diffusion model can be had offline, so the project trains one (the
+:mod:`pareidolia.prior` package: face sets, training, evaluation, model card; its network's
+shape in :mod:`pareidolia.prior.model`). What MAP needs of it is only a score network, loaded
+here like any other (``prior:FOLDER`` for :func:`~pareidolia.diffusion.models.load_score_model`).
 
 A prior folder holds ``unet.safetensors`` (the EMA weights), ``config.json`` (``format``, the
 diffusers UNet config, the schedule, and what it was trained on and how) and ``MODEL_CARD.md``.
-Load one with :func:`load_prior` (``prior:FOLDER`` for :func:`load_score_model`), the shipped
-one with :func:`default_prior`.
+Load one with :func:`load_prior`, the shipped one with :func:`default_prior`; write one with
+:func:`save_prior`.
 """
 
 from __future__ import annotations
@@ -40,14 +23,14 @@ from diffusers.models.unets.unet_2d import UNet2DModel
 from safetensors.torch import load_file, save_file
 
 from pareidolia.checksums import file_sha256
-from pareidolia.diffusion.models import ScoreModelError, model_hash
-from pareidolia.diffusion.prior_config import DEFAULT_ARCH, PriorArch
+from pareidolia.diffusion.hashing import model_hash
 from pareidolia.diffusion.schedule import (
     PAPER_BETA_END,
     PAPER_BETA_START,
     PAPER_NUM_TRAIN_TIMESTEPS,
     ScoreModelConfig,
 )
+from pareidolia.errors import ScoreModelError
 from pareidolia.io import atomic_write_bytes
 
 FORMAT = "pareidolia.prior/1"
@@ -67,28 +50,6 @@ SHIPPED_PRIOR_SHA256: str | None = (
     "a565dba2b4f33613b3c8ab25f2f1e8c642e48363f82a273b7373c8381449852d"
 )
 """sha256 of the shipped ``unet.safetensors``; ``None`` while no prior is shipped."""
-
-
-def build_prior_unet(arch: PriorArch = DEFAULT_ARCH) -> UNet2DModel:
-    """A randomly initialised prior UNet of shape ``arch`` (seed torch's RNG first to make it
-    reproducible)."""
-    n = len(arch.block_out_channels)
-    return UNet2DModel(
-        sample_size=arch.resolution,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=arch.block_out_channels,
-        layers_per_block=arch.layers_per_block,
-        down_block_types=("DownBlock2D",) * (n - 1) + ("AttnDownBlock2D",),
-        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
-        norm_num_groups=arch.norm_num_groups,
-        attention_head_dim=min(arch.attention_head_dim, arch.block_out_channels[-1]),
-    )
-
-
-def parameter_count(unet: torch.nn.Module) -> int:
-    """Number of parameters of a network."""
-    return sum(p.numel() for p in unet.parameters())
 
 
 def unet_config(unet: UNet2DModel) -> dict[str, Any]:

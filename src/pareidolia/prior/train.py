@@ -34,11 +34,7 @@ import torch
 from diffusers.models.unets.unet_2d import UNet2DModel
 from tqdm import tqdm
 
-from pareidolia.diffusion.dcgan import load_generator
-from pareidolia.diffusion.prior import build_prior_unet, parameter_count, save_prior
-from pareidolia.diffusion.prior_card import render_card
-from pareidolia.diffusion.prior_config import TrainConfig
-from pareidolia.diffusion.prior_data import NO_AUGMENT, Augment, FaceSampler
+from pareidolia.diffusion.prior import save_prior
 from pareidolia.diffusion.schedule import (
     PAPER_BETA_END,
     PAPER_BETA_START,
@@ -47,7 +43,12 @@ from pareidolia.diffusion.schedule import (
     linear_betas,
 )
 from pareidolia.errors import OptionError, UserError
-from pareidolia.facesets import Faceset, ensure_faceset, load_faceset
+from pareidolia.prior.card import render_card
+from pareidolia.prior.config import TrainConfig
+from pareidolia.prior.data import NO_AUGMENT, Augment, FaceSampler
+from pareidolia.prior.dcgan import load_generator
+from pareidolia.prior.facesets import Faceset, ensure_faceset, load_faceset
+from pareidolia.prior.model import build_prior_unet, parameter_count
 from pareidolia.runtime import pick_device
 
 CHECKPOINT = "checkpoint.pt"

@@ -15,22 +15,24 @@ from safetensors.torch import save_file
 from pareidolia.checksums import file_sha256
 from pareidolia.cli import build_parser, main
 from pareidolia.commands.prior import _config
-from pareidolia.diffusion.dcgan import DCGANGenerator
 from pareidolia.diffusion.models import ScoreModelError, load_score_model
 from pareidolia.diffusion.prior import (
     SHIPPED_PRIOR_DIR,
     SHIPPED_PRIOR_SHA256,
     WEIGHTS,
-    build_prior_unet,
     default_prior,
     load_prior,
 )
-from pareidolia.diffusion.prior_config import PriorArch, TrainConfig
-from pareidolia.diffusion.prior_data import FaceSampler
 from pareidolia.diffusion.schedule import alphas_cumprod, linear_betas
-from pareidolia.diffusion.train import CHECKPOINT, LOG, train
-from pareidolia.facesets import PHOTOS, FaceCrop, load_faceset, make_faceset, write_faceset
+from pareidolia.prior.config import PriorArch, TrainConfig
+from pareidolia.prior.data import FaceSampler
+from pareidolia.prior.dcgan import DCGANGenerator
+from pareidolia.prior.facesets import PHOTOS, FaceCrop, load_faceset, make_faceset, write_faceset
+from pareidolia.prior.model import build_prior_unet
+from pareidolia.prior.train import CHECKPOINT, LOG, train
 from pareidolia.quality import psnr, ssim
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one torch thread
 
 TINY = PriorArch(resolution=32, block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=8)
 
@@ -211,7 +213,7 @@ def test_psnr_and_ssim() -> None:
 
 
 def test_faceset_split_is_the_documented_one(tmp_path: Path) -> None:
-    from pareidolia.facesets import DCGAN_WEIGHTS, make_faceset, packages_dir
+    from pareidolia.prior.facesets import DCGAN_WEIGHTS, make_faceset, packages_dir
 
     needed = [p.file.path for p in PHOTOS if p.file.package != "pareidolia"] + [DCGAN_WEIGHTS.path]
     if not all((packages_dir() / path).is_file() for path in needed):

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pareidolia.diffusion.dcgan import DCGAN_POINTS, NZ, SIZE, DCGANGenerator
 from pareidolia.faces.templates import umeyama, working_template
+from pareidolia.prior.dcgan import DCGAN_POINTS, NZ, SIZE, DCGANGenerator
 
 _GREY = (0.299, 0.587, 0.114)
 

@@ -71,7 +71,7 @@ def _eval_section(ev: dict[str, Any]) -> list[str]:
 
 def render_card(info: dict[str, Any], evaluation: dict[str, Any] | None) -> str:
     """Markdown model card of a prior from its ``training``/``data`` records (see
-    :func:`pareidolia.diffusion.train.train`) and, when measured, its evaluation report."""
+    :func:`pareidolia.prior.train.train`) and, when measured, its evaluation report."""
     tr, data = info["training"], info["data"]
     cfg = tr["config"]
     arch = cfg["arch"]
