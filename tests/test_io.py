@@ -258,6 +258,34 @@ def test_alpha_survives_png_roundtrip(tmp_path: Path) -> None:
         assert im.mode == "RGBA" and np.asarray(im)[0, 0, 3] == 128
 
 
+def test_transparency_is_never_dropped_for_the_name(tmp_path: Path) -> None:
+    """A transparent PNG named .jpg (or .bmp) is written as PNG, alpha and all: JPEG and BMP
+    cannot keep it. An opaque alpha channel loses nothing, so the name's format is kept."""
+    alpha = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None], (48, 1))
+    opaque = np.full((48, 64), 255, np.uint8)
+    for name, a, expected in [
+        ("clear.jpg", alpha, "clear_protected.png"),
+        ("clear.bmp", alpha, "clear_protected.png"),
+        ("opaque.jpg", opaque, "opaque_protected.jpg"),
+    ]:
+        src = tmp_path / name
+        Image.fromarray(np.dstack([_gradient(), a]), "RGBA").save(src, format="PNG")
+        photo = read_photo(src)
+        dest = output_path_for(src, tmp_path / "out", like=photo)
+        assert dest.name == expected
+        dest.parent.mkdir(exist_ok=True)
+        with Image.open(write_photo(dest, photo.rgb, like=photo)) as im:
+            assert im.format == ("PNG" if dest.suffix == ".png" else "JPEG")
+            if im.format == "PNG":
+                assert im.mode == "RGBA" and np.array_equal(np.asarray(im)[:, :, 3], a)
+        dest.unlink()
+    webp = tmp_path / "clear.webp.jpg"  # a transparent WebP named .jpg stays WebP
+    Image.fromarray(np.dstack([_gradient(), alpha]), "RGBA").save(webp, format="WEBP")
+    assert output_path_for(webp, tmp_path, like=read_photo(webp)).name == (
+        "clear.webp_protected.webp"
+    )
+
+
 def test_output_names_never_collide(tmp_path: Path) -> None:
     src = tmp_path / "p.jpg"
     first = output_path_for(src, tmp_path)

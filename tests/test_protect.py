@@ -278,6 +278,30 @@ def test_format_change_wording(tmp_path: Path) -> None:
     assert format_change(jpeg, tmp_path / "d_protected.jpg") is None
 
 
+def test_transparent_png_named_jpg_keeps_its_alpha(
+    astronaut_rgb: np.ndarray, protector: Protector, tmp_path: Path
+) -> None:
+    """JPEG cannot keep transparency: a transparent PNG named .jpg is written as PNG with its
+    alpha channel (not as a JPEG without it), and the report says so."""
+    rgb = astronaut_rgb[:320, 96:416]  # the face, smaller photo
+    alpha = np.tile(np.linspace(40, 255, rgb.shape[1], dtype=np.uint8)[None], (rgb.shape[0], 1))
+    src = tmp_path / "clear.jpg"
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(src, format="PNG")
+    out = tmp_path / "out"
+    (report,) = protect_files(
+        [src], protector, ProtectOptions(out_dir=out, robustness=False, refine=CHEAP)
+    )
+    assert report.status == "protected", report.to_dict()
+    assert report.output == out / "clear_protected.png"
+    with Image.open(report.output) as img:
+        assert img.format == "PNG" and img.mode == "RGBA"
+        assert np.array_equal(np.asarray(img)[:, :, 3], alpha)
+    assert report.format_change == (
+        "the input is a PNG file named .jpg with transparency; written as PNG (.png), as JPEG "
+        "cannot keep it"
+    )
+
+
 # ----------------------------------------------------------------------------- metadata, rotation
 
 

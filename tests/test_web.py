@@ -247,6 +247,61 @@ def test_web_command_checks_its_port(capsys: pytest.CaptureFixture[str]) -> None
     assert "--port must be within 1..65535" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("minutes", ["0", "-1", "nan", "1441"])
+def test_web_command_checks_its_expiry(minutes: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["web", "--keep-minutes", minutes]) == 2
+    assert "--keep-minutes must be above 0 and at most 1440" in capsys.readouterr().err
+
+
+def test_requests_are_queued_one_at_a_time_with_their_place_shown(
+    protector: Protector, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Users beyond the one being served wait in a bounded queue (not refused), and the
+    result components show each waiting user their place ("queue: 2/5")."""
+    pytest.importorskip("gradio")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    app = web.build_app(lambda _e: protector, emotions=["happy"], keep_seconds=30)
+    assert app._queue.max_size == web.MAX_QUEUE
+    (protect,) = [d for d in app.config["dependencies"] if d["api_name"] == "on_protect"]
+    assert protect["queue"] and protect["show_progress"] == "full"
+    assert [fn.concurrency_limit for fn in app.fns.values() if fn.name == "on_protect"] == [1]
+    assert "30 seconds after they were made" in str(app.config)
+    assert web.sweep_every(30) == 3 and web.sweep_every(web.KEEP_SECONDS) == web.SWEEP_SECONDS
+    assert web.duration_text(600) == "10 minutes" and web.duration_text(90) == "1.5 minutes"
+
+
+def test_uploads_of_queued_requests_outlive_the_expiry(tmp_path: Path) -> None:
+    """A request still waiting in the queue keeps its upload past the expiry (its turn may come
+    later); the same file goes once no request refers to it."""
+    from types import SimpleNamespace
+
+    waiting, other = tmp_path / "abc" / "group.jpg", tmp_path / "def" / "old.jpg"
+    for path in (waiting, other):
+        path.parent.mkdir()
+        path.write_bytes(b"a user's photo")
+    files = {"path": str(waiting), "meta": {"_type": "gradio.FileData"}, "orig_name": "g.jpg"}
+    event = SimpleNamespace(data=SimpleNamespace(data=[[files], "happy", None, 20, True]))
+    queue = SimpleNamespace(  # laid out as Gradio 6's queue
+        event_queue_per_concurrency_id={"id": SimpleNamespace(queue=[event])},
+        active_jobs=[None],
+    )
+    keep = web.queued_uploads(SimpleNamespace(_queue=queue))
+    assert keep == {os.path.realpath(waiting)}
+    later = time.time() + web.KEEP_SECONDS + 1
+    assert web.sweep_cache(tmp_path, now=later, keep=keep) == 1
+    assert _files_in(tmp_path) == [waiting]
+    queue.active_jobs = [[event]]  # its turn: still kept while it is being served
+    queue.event_queue_per_concurrency_id["id"].queue = []
+    assert web.queued_uploads(SimpleNamespace(_queue=queue)) == keep
+    queue.active_jobs = [None]  # done
+    assert (
+        web.sweep_cache(tmp_path, now=later, keep=web.queued_uploads(SimpleNamespace(_queue=queue)))
+        == 1
+    )
+    assert list(tmp_path.iterdir()) == []
+    assert web.queued_uploads(SimpleNamespace()) == set()  # another layout: age alone
+
+
 def test_launch_settings_stay_private() -> None:
     kw = web.launch_kwargs()
     assert kw["server_name"] == "127.0.0.1" and kw["server_port"] == 7860
@@ -264,7 +319,7 @@ def test_page_is_built_with_the_offered_emotions(
         assert elem in components
     assert [c[0] for c in components["emotion"]["props"]["choices"]] == ["happy", "surprised"]
     assert components["report"]["props"]["headers"] == COLUMNS
-    assert app.delete_cache == (web.SWEEP_SECONDS, web.KEEP_SECONDS)
+    assert app.delete_cache is None  # sweep_cache deletes everything (it keeps queued uploads)
 
 
 def test_private_cache_is_removed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -287,7 +342,6 @@ def server(protector: Protector) -> Iterator[tuple[str, Path]]:
     pytest.importorskip("gradio")
     with web.private_cache() as cache:
         app = web.build_app(lambda _e: protector, emotions=["happy"])
-        app.queue(default_concurrency_limit=1)
         port = _free_port()
         app.launch(prevent_thread_lock=True, **web.launch_kwargs("127.0.0.1", port))
         try:
@@ -466,6 +520,24 @@ def test_sigterm_removes_the_cache(tmp_path: Path) -> None:
     assert proc.returncode == 0, out.decode(errors="replace")
     assert b"Traceback" not in out
     assert not list(tmp_path.glob("pareidolia-web-cache-*"))
+
+
+def test_sweep_removes_the_folders_it_empties_at_once(tmp_path: Path) -> None:
+    """Deleting a file makes its folder's change time new; the folder still goes in the same
+    sweep, and one emptied by Gradio's own clean-up goes at the next sweep."""
+    (tmp_path / "a1" / "b2").mkdir(parents=True)
+    (tmp_path / "a1" / "b2" / "photo.jpg").write_bytes(b"x")
+    time.sleep(1.1)
+    assert web.sweep_cache(tmp_path, max_age=1.0) == 1
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "c3").mkdir()
+    (tmp_path / "c3" / "result.png").write_bytes(b"x")
+    (tmp_path / "c3" / "result.png").unlink()  # as Gradio's delete_cache does
+    (tmp_path / "just-made").mkdir()  # a folder Gradio is about to fill
+    web.sweep_cache(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c3", "just-made"]
+    web.sweep_cache(tmp_path, now=time.time() + web.EMPTY_FOLDER_SECONDS + 1)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sweep_removes_every_old_file_refused_uploads_too(tmp_path: Path) -> None:

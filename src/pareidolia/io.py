@@ -250,6 +250,14 @@ SAVE_FORMATS = {  # output suffix → Pillow format
     ".tiff": "TIFF",
     ".bmp": "BMP",
 }
+ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})
+"""Output formats that keep an alpha channel (JPEG and BMP drop it)."""
+_FORMAT_SUFFIX = {"PNG": ".png", "WEBP": ".webp", "TIFF": ".tif"}
+
+
+def is_transparent(photo: Photo) -> bool:
+    """Whether ``photo`` has an alpha channel with a pixel that is not fully opaque."""
+    return photo.alpha is not None and bool((photo.alpha < 255).any())
 
 
 def encode_photo(
@@ -274,7 +282,7 @@ def encode_photo(
         img = Image.fromarray(np.ascontiguousarray(pixels[..., 0]), "L")
     else:
         img = Image.fromarray(pixels, "RGB")
-    if alpha is not None and fmt in ("PNG", "WEBP", "TIFF"):
+    if alpha is not None and fmt in ALPHA_FORMATS:
         img.putalpha(Image.fromarray(alpha, "L"))
     kwargs: dict[str, object] = {}
     grey_profile = icc_colour_space(icc_profile) == "GRAY"
@@ -361,11 +369,18 @@ def write_photo(
     return path
 
 
-def output_path_for(src: Path, out_dir: Path | None, suffix: str = "_protected") -> Path:
+def output_path_for(
+    src: Path, out_dir: Path | None, suffix: str = "_protected", *, like: Photo | None = None
+) -> Path:
     """``photo.jpg`` → ``OUT/photo_protected.jpg``; a free name (``_protected-2`` …) if taken.
-    HEIC inputs are written as PNG (Pillow cannot encode HEIC without the plugin's encoder)."""
+    HEIC inputs are written as PNG (Pillow cannot encode HEIC without the plugin's encoder).
+    When ``like`` (the photo read from ``src``) is transparent and the name's format cannot
+    keep its alpha (JPEG, BMP), its own format is used if it can (a PNG named ``.jpg`` gets
+    ``.png``), else PNG."""
     folder = out_dir if out_dir is not None else src.parent
     ext = src.suffix if src.suffix.lower() in SAVE_FORMATS else ".png"
+    if like is not None and SAVE_FORMATS[ext.lower()] not in ALPHA_FORMATS and is_transparent(like):
+        ext = _FORMAT_SUFFIX.get(like.format, ".png")
     candidate = folder / f"{src.stem}{suffix}{ext}"
     n = 2
     while os.path.lexists(candidate):  # a dangling symbolic link takes a name too

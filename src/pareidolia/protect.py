@@ -180,13 +180,21 @@ _SAME_FORMAT = {"MPO": "JPEG"}  # a camera's multi-picture file is a JPEG, writt
 def format_change(photo: Photo, output: Path) -> str | None:
     """What the report must say when ``output`` is written in another format than ``photo``
     was read in (a GIF or HEIC input written as PNG, a PNG file named ``.jpg`` written as
-    JPEG); None when the format is kept."""
+    JPEG), or than its name says (a transparent PNG named ``.jpg`` written as PNG, see
+    :func:`pareidolia.io.output_path_for`); None when the format is kept."""
     source = _SAME_FORMAT.get(photo.format, photo.format)
     written = _output_format(output)
+    suffix = photo.path.suffix.lower()
+    named = SAVE_FORMATS.get(suffix)
+    if named is not None and named != written:  # only to keep a transparency
+        what = f"{source} input" if named == source else f"input is a {source} file named {suffix}"
+        return (
+            f"the {what} with transparency; written as {written} ({output.suffix}), as "
+            f"{named} cannot keep it"
+        )
     if source == written:
         return None
     lossy = " (lossy)" if written == "JPEG" else ""
-    suffix = photo.path.suffix.lower()
     if suffix in SAVE_FORMATS:  # the name says another format than the content
         return (
             f"the input is a {source} file named {suffix}; written as {written}{lossy}, "
@@ -515,9 +523,9 @@ def _write(src: Photo, rgb: np.ndarray, options: ProtectOptions) -> Path:
     """Write the protected copy under a free name; retried if the name is taken meanwhile.
     Raises :class:`_WriteError` (a full disk, a read-only or removed drive …); no temporary
     file is left then."""
-    dest = output_path_for(src.path, options.out_dir, SUFFIX)
+    dest = output_path_for(src.path, options.out_dir, SUFFIX, like=src)
     for _ in range(5):
-        dest = output_path_for(src.path, options.out_dir, SUFFIX)
+        dest = output_path_for(src.path, options.out_dir, SUFFIX, like=src)
         try:
             return write_photo(
                 dest,
@@ -594,7 +602,7 @@ def _protect_file(
             options,
             progress,
             target_crop=target_crop,
-            out_format=_output_format(output_path_for(path, options.out_dir, SUFFIX)),
+            out_format=_output_format(output_path_for(path, options.out_dir, SUFFIX, like=photo)),
         )
     except OSError as e:  # e.g. the adaptation's working files on a full disk
         return PhotoReport(path=path, size=photo.size, error=f"failed: {os_problem(e)}")

@@ -17,11 +17,16 @@ Design, and why:
   copied in, outputs written, previews rendered) that is deleted before the handler returns.
   Only what the page must serve (previews, the protected files, the JSON report) is first copied
   into Gradio's cache through ``publish`` (``Block.move_resource_to_block_cache``). That cache is
-  a private folder per server (``GRADIO_TEMP_DIR`` set by :func:`serve`); Gradio's
-  ``delete_cache`` removes uploads and results :data:`KEEP_SECONDS` after they were made
-  (checked every :data:`SWEEP_SECONDS`), and :func:`serve` deletes the whole folder when the
-  server stops. We chose this over a follow-up ``.then()`` clean-up event because the latter
-  never runs when the browser disconnects mid-request.
+  a private folder per server (``GRADIO_TEMP_DIR`` set by :func:`serve`); :func:`sweep_cache`
+  removes every file in it :data:`KEEP_SECONDS` after it was made (checked every
+  :data:`SWEEP_SECONDS`, or more often for a shorter ``keep_seconds``), except the uploads of
+  requests still in the queue, which go when their request is done; :func:`serve` deletes the
+  whole folder when the server stops. We chose this over a follow-up ``.then()`` clean-up
+  event because the latter never runs when the browser disconnects mid-request, and over
+  Gradio's ``delete_cache``, which knows only the files Gradio handed out and would delete
+  the upload of a request still waiting in the queue.
+* Load: requests wait in Gradio's queue (at most :data:`MAX_QUEUE`) and are protected one at
+  a time, each using every core; a waiting user sees their place in the queue.
 * Limits are enforced on the server: :data:`MAX_UPLOAD_MB` per file (also given to Gradio as
   ``max_file_size``, which refuses larger uploads before they are stored) and
   :data:`MAX_FILES` photos per request; the server listens on loopback unless told otherwise.
@@ -42,7 +47,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
@@ -67,6 +72,7 @@ __all__ = [
     "KEEP_SECONDS",
     "MAX_CACHE_BYTES",
     "MAX_FILES",
+    "MAX_QUEUE",
     "MAX_UPLOAD_MB",
     "Pair",
     "WebResult",
@@ -95,13 +101,37 @@ PREVIEW_SIDE = 1600
 KEEP_SECONDS = 600
 """How long uploads and results stay in the server's cache after they were made."""
 SWEEP_SECONDS = 60
-"""How often the cache is checked for files older than :data:`KEEP_SECONDS`."""
+"""How often the cache is checked for files older than :data:`KEEP_SECONDS` (a tenth of a
+shorter expiry, at least every second: :func:`sweep_every`)."""
 MAX_CACHE_BYTES = 1_000_000_000
 """Most bytes the server's cache may hold (uploads and results); uploads are refused beyond."""
-CACHE_FULL = (
-    f"The server's upload space is full ({MAX_CACHE_BYTES // 10**9} GB); try again in a few "
-    f"minutes, when older uploads have expired ({KEEP_SECONDS // 60} minutes after upload)."
-)
+MAX_QUEUE = 20
+"""Most requests waiting in the queue (one is protected at a time, using every core); further
+users are told the queue is full. A photo of 4 faces took about a minute on 2 shared cores in
+``tests/test_web_load.py``, so the last of 20 such requests waits about 20 minutes."""
+
+
+def sweep_every(keep_seconds: float) -> int:
+    """Seconds between two checks of the cache for uploads older than ``keep_seconds``."""
+    return max(1, min(SWEEP_SECONDS, int(keep_seconds // 10)))
+
+
+def duration_text(seconds: float) -> str:
+    """``10 minutes``, ``1 minute``, ``30 seconds``: an expiry in words."""
+    if seconds < 60:
+        n, unit = float(round(seconds)), "second"
+    else:
+        n, unit = round(seconds / 60, 1), "minute"
+    return f"{n:g} {unit}{'' if n == 1 else 's'}"
+
+
+def cache_full(keep_seconds: float = KEEP_SECONDS) -> str:
+    """What a refused upload is answered when the cache is full."""
+    return (
+        f"The server's upload space is full ({MAX_CACHE_BYTES // 10**9} GB); try again soon, "
+        f"when older uploads have expired ({duration_text(keep_seconds)} after upload)."
+    )
+
 
 Publisher = Callable[[Path], str]
 """Makes a file of the request folder servable and returns the path to hand to the page (the
@@ -403,10 +433,14 @@ def _emotions(protector_factory: ProtectorFactory | None) -> list[str]:
 def build_app(
     protector_factory: ProtectorFactory | None = None,
     emotions: Sequence[str] | None = None,
+    keep_seconds: float = KEEP_SECONDS,
 ) -> Any:
     """The Gradio ``Blocks`` page. ``protector_factory(emotion)`` gives the protector to use
     (default: the shipped ones, loaded once per emotion); ``emotions`` are the choices offered
-    (default: the shipped emotions). Launch it with :func:`launch_kwargs`, or use :func:`serve`."""
+    (default: the shipped emotions); uploads and results are deleted ``keep_seconds`` after
+    they were made. Requests are queued (at most :data:`MAX_QUEUE` waiting) and protected one
+    at a time; each waiting user sees their place in the queue on the result components.
+    Launch it with :func:`launch_kwargs`, or use :func:`serve`."""
     gr = _gradio()
     from pareidolia.default_protectors import DEFAULT_EMOTION
 
@@ -426,13 +460,14 @@ def build_app(
     with gr.Blocks(
         title="pareidolia: protect your photos from face recognition",
         analytics_enabled=False,
-        delete_cache=(SWEEP_SECONDS, KEEP_SECONDS),
+        delete_cache=None,  # sweep_cache deletes every file, and keeps queued uploads
     ) as app:
         gr.Markdown(
             "# pareidolia\n"
             "Protect the faces in your photos from face recognition with a slight change of "
             "expression. Everything runs on this computer; uploads and results are deleted "
-            f"{KEEP_SECONDS // 60} minutes after they were made, and when the server stops."
+            f"{duration_text(keep_seconds)} after they were made (the photos of a request "
+            "waiting in the queue when it is done), and when the server stops."
         )
         with gr.Row():
             with gr.Column(scale=1):
@@ -551,8 +586,9 @@ def build_app(
             inputs=[photos, emotion, target, adapt, robust],
             outputs=[status, slider, gallery, downloads, table],
             concurrency_limit=1,
-            show_progress="full",
+            show_progress="full",  # with the queue: "queue: 2/5" while waiting, then progress
         )
+    app.queue(default_concurrency_limit=1, max_size=MAX_QUEUE)
     return app
 
 
@@ -602,14 +638,21 @@ class RequestGuard:
     * Refuses (403) a request whose ``Origin`` is not the page itself (another web site the
       user visits posting uploads to the page); requests without ``Origin`` (not from a
       browser, or same-origin navigations) pass.
-    * Refuses (507, :data:`CACHE_FULL`) an upload when the cache folder holds, with the
+    * Refuses (507, :func:`cache_full`) an upload when the cache folder holds, with the
       uploads under way, more than :data:`MAX_CACHE_BYTES`.
     """
 
-    def __init__(self, app: Any, hosts: frozenset[str] | None, cache: Path | None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        hosts: frozenset[str] | None,
+        cache: Path | None,
+        keep_seconds: float = KEEP_SECONDS,
+    ) -> None:
         self.app = app
         self.hosts = hosts
         self.cache = cache
+        self.keep_seconds = keep_seconds
         self.pending = 0  # bytes of the uploads being received
         self.lock = threading.Lock()
 
@@ -668,7 +711,8 @@ class RequestGuard:
         if full:
             from starlette.responses import PlainTextResponse
 
-            await PlainTextResponse(CACHE_FULL, status_code=507)(scope, receive, send)
+            full_text = cache_full(self.keep_seconds)
+            await PlainTextResponse(full_text, status_code=507)(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
@@ -677,40 +721,89 @@ class RequestGuard:
                 self.pending -= length
 
 
-def sweep_cache(folder: Path, max_age: float = KEEP_SECONDS, *, now: float | None = None) -> int:
+EMPTY_FOLDER_SECONDS = 5.0
+"""An empty folder of the cache that did not change for this long is deleted: Gradio fills
+the folders it makes for an upload or a result at once."""
+
+
+def sweep_cache(
+    folder: Path,
+    max_age: float = KEEP_SECONDS,
+    *,
+    now: float | None = None,
+    keep: Collection[str] = (),
+) -> int:
     """Delete every file of ``folder`` made more than ``max_age`` seconds ago (by its change
-    time, which a copy or rename cannot set back) and the folders left empty; returns the
-    number of files deleted. Unlike Gradio's own ``delete_cache``, which knows only the files
-    it handed out, this also removes refused uploads (e.g. one named ``..``) and anything a
-    failed request left."""
+    time, which a copy or rename cannot set back) except those in ``keep`` (real paths: the
+    uploads of requests still waiting, :func:`queued_uploads`), and the folders left empty:
+    at once when this sweep emptied them, else after :data:`EMPTY_FOLDER_SECONDS` (deleting a
+    file makes its folder's change time new); returns the number of files deleted. Unlike
+    Gradio's own ``delete_cache``, which knows only the files Gradio handed out, this also
+    removes refused uploads (e.g. one named ``..``) and anything a failed request left."""
     now = time.time() if now is None else now
     deleted = 0
+    emptied: set[str] = set()  # folders this sweep deleted something in
     for dirpath, dirnames, filenames in os.walk(folder, topdown=False):
         for name in filenames:
             path = os.path.join(dirpath, name)
             with contextlib.suppress(OSError):
-                if now - os.lstat(path).st_ctime > max_age:
+                if now - os.lstat(path).st_ctime > max_age and os.path.realpath(path) not in keep:
                     os.unlink(path)
                     deleted += 1
+                    emptied.add(dirpath)
         for name in dirnames:
             path = os.path.join(dirpath, name)
             with contextlib.suppress(OSError):
-                if now - os.lstat(path).st_ctime > max_age:
+                unchanged = now - os.lstat(path).st_ctime > min(max_age, EMPTY_FOLDER_SECONDS)
+                if path in emptied or unchanged:
                     os.rmdir(path)  # only when empty
+                    emptied.add(dirpath)
     return deleted
 
 
+def _paths_in(value: Any) -> Iterator[str]:
+    """The ``path`` of every file (Gradio's ``FileData`` dicts) in an event's input data."""
+    if isinstance(value, dict):
+        if isinstance(value.get("path"), str):
+            yield value["path"]
+        for item in value.values():
+            yield from _paths_in(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _paths_in(item)
+
+
+def queued_uploads(app: Any) -> set[str]:
+    """The real paths of the files that the requests in the Gradio page ``app``'s queue,
+    waiting or being served, were given. Their expiry waits until the request is done,
+    however long the queue: a request must not find its upload deleted when its turn comes.
+    Read from Gradio's queue (call it in the event loop's thread, which changes the queue);
+    empty if that is not laid out as in Gradio 6."""
+    queue: Any = getattr(app, "_queue", None)  # None: AttributeError below
+    try:
+        events = [e for q in queue.event_queue_per_concurrency_id.values() for e in q.queue]
+        events += [e for job in queue.active_jobs if job for e in job]
+    except (AttributeError, TypeError):
+        return set()
+    data = [getattr(getattr(e, "data", None), "data", None) for e in events]
+    return {os.path.realpath(p) for d in data for p in _paths_in(d)}
+
+
 @contextlib.asynccontextmanager
-async def _sweeping(cache: Path, _app: Any) -> Any:
-    """Lifespan of the server: :func:`sweep_cache` every :data:`SWEEP_SECONDS`."""
+async def _sweeping(cache: Path, keep_seconds: float, app: Any) -> Any:
+    """Lifespan of the server ``app`` (Gradio's FastAPI app): :func:`sweep_cache` for
+    ``keep_seconds`` every :func:`sweep_every` seconds, keeping :func:`queued_uploads`."""
     import asyncio
+    import functools
 
     import anyio
 
     async def loop() -> None:
         while True:
-            await asyncio.sleep(SWEEP_SECONDS)
-            await anyio.to_thread.run_sync(sweep_cache, cache)
+            await asyncio.sleep(sweep_every(keep_seconds))
+            keep = queued_uploads(app.get_blocks())
+            sweep = functools.partial(sweep_cache, cache, keep_seconds, keep=keep)
+            await anyio.to_thread.run_sync(sweep)
 
     task = asyncio.create_task(loop())
     try:
@@ -722,12 +815,15 @@ async def _sweeping(cache: Path, _app: Any) -> Any:
 
 
 def launch_kwargs(
-    host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, cache: Path | None = None
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    cache: Path | None = None,
+    keep_seconds: float = KEEP_SECONDS,
 ) -> dict[str, Any]:
     """The arguments :func:`serve` passes to ``Blocks.launch``: no share link, no server-side
     rendering, no API page, Gradio's upload size limit, and :class:`RequestGuard` and
-    :func:`sweep_cache` on ``cache`` (default: ``$GRADIO_TEMP_DIR``, as set by
-    :func:`private_cache`)."""
+    :func:`sweep_cache` (files older than ``keep_seconds``) on ``cache`` (default:
+    ``$GRADIO_TEMP_DIR``, as set by :func:`private_cache`)."""
     import functools
 
     from starlette.middleware import Middleware
@@ -735,10 +831,17 @@ def launch_kwargs(
     if cache is None and os.environ.get("GRADIO_TEMP_DIR"):
         cache = Path(os.environ["GRADIO_TEMP_DIR"])
     app_kwargs: dict[str, Any] = {
-        "middleware": [Middleware(RequestGuard, hosts=allowed_hosts(host), cache=cache)]  # type: ignore[arg-type]
+        "middleware": [
+            Middleware(
+                RequestGuard,  # type: ignore[arg-type]
+                hosts=allowed_hosts(host),
+                cache=cache,
+                keep_seconds=keep_seconds,
+            )
+        ]
     }
     if cache is not None:
-        app_kwargs["lifespan"] = functools.partial(_sweeping, cache)
+        app_kwargs["lifespan"] = functools.partial(_sweeping, cache, keep_seconds)
     return {
         "server_name": host,
         "server_port": port,
@@ -803,19 +906,20 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     protector_factory: ProtectorFactory | None = None,
+    keep_seconds: float = KEEP_SECONDS,
 ) -> None:
-    """Run the page until interrupted (Ctrl-C, SIGTERM or SIGHUP); the cache folder is deleted
-    on the way out, and those of earlier servers that were killed are deleted at the start."""
+    """Run the page until interrupted (Ctrl-C, SIGTERM or SIGHUP); uploads and results are
+    deleted ``keep_seconds`` after they were made, the cache folder on the way out, and those
+    of earlier servers that were killed at the start."""
     _gradio()
     for folder in remove_stale():
         log.warning("pareidolia web: removed %s, left by an earlier run", folder)
     with stop_signals_interrupt(), private_cache() as cache, contextlib.suppress(KeyboardInterrupt):
         # a stop (Ctrl-C, SIGTERM, SIGHUP) is a clean exit wherever it lands: while the page
         # is built or starting up, not only inside Gradio's blocking loop
-        app = build_app(protector_factory)
-        app.queue(default_concurrency_limit=1)
+        app = build_app(protector_factory, keep_seconds=keep_seconds)
         try:
-            app.launch(**launch_kwargs(host, port, cache))  # blocks until interrupted
+            app.launch(**launch_kwargs(host, port, cache, keep_seconds))  # blocks until stopped
         except OSError as e:
             raise UserError(f"cannot listen on {host}:{port} ({e})") from None
         finally:

@@ -1,4 +1,5 @@
-"""``pareidolia web [--host H] [--port P]``: serve the photo-protection page (Gradio).
+"""``pareidolia web [--host H] [--port P] [--keep-minutes M]``: serve the photo-protection
+page (Gradio).
 
 Listens on loopback by default; any other address lets others on the network protect photos
 with this computer (and see nothing of each other's, but use its CPU), so it is said out loud.
@@ -11,7 +12,9 @@ import ipaddress
 import sys
 from typing import Any
 
-from pareidolia.web import DEFAULT_HOST, DEFAULT_PORT
+from pareidolia.web import DEFAULT_HOST, DEFAULT_PORT, KEEP_SECONDS
+
+MAX_KEEP_MINUTES = 24 * 60
 
 
 def add_web_parser(sub: Any) -> None:
@@ -26,6 +29,14 @@ def add_web_parser(sub: Any) -> None:
         "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
     )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--keep-minutes",
+        type=float,
+        default=KEEP_SECONDS / 60,
+        metavar="M",
+        help="delete uploads and results M minutes after they were made "
+        f"(default {KEEP_SECONDS / 60:g}; everything is deleted when the server stops)",
+    )
     p.set_defaults(func=cmd_web)
 
 
@@ -45,6 +56,11 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port must be within 1..65535, got {args.port}")
+    if not 0 < args.keep_minutes <= MAX_KEEP_MINUTES:
+        raise UserError(
+            f"--keep-minutes must be above 0 and at most {MAX_KEEP_MINUTES}, "
+            f"got {args.keep_minutes:g}"
+        )
     if not _is_loopback(args.host):
         print(
             f"pareidolia: warning: listening on {args.host}, not loopback: anyone who can reach "
@@ -52,5 +68,5 @@ def cmd_web(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"pareidolia web: http://{args.host}:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
-    serve(args.host, args.port)
+    serve(args.host, args.port, keep_seconds=args.keep_minutes * 60)
     return 0
