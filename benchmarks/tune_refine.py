@@ -92,7 +92,7 @@ def main() -> None:
     res: dict[str, object] = {"config": cfg.to_dict(), "s_map": t_map, "s_refine": t_ref}
     for m, v in ver.items():
         th = thresholds(m)
-        e_p, e_o, e_t = v.embeddings(to_tensor(prot)), v.embeddings(x0), v.embeddings(test)
+        e_p, e_o, e_t = v.embed_crops(to_tensor(prot)), v.embed_crops(x0), v.embed_crops(test)
         still = th.matches(th.score(e_p, e_o), "0.01")
         hit = th.matches(th.score(e_p, e_t), "0.01")
         res[m] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from pathlib import Path
@@ -216,10 +217,14 @@ def test_missing_weights_end_as_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A missing FR weight file and a missing detector: one line naming the file, exit 2."""
+    from pareidolia import locate
     from pareidolia.faces import detect
-    from pareidolia.zoo import registry
+    from pareidolia.zoo import chip_model, registry
 
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    # no network loaded before (they are loaded once and kept)
+    monkeypatch.setattr(chip_model, "_shared", functools.cache(chip_model.zoo_model))
+    monkeypatch.setattr(locate, "_landmark_net", functools.cache(locate._landmark_net.__wrapped__))
     assert main(["verify", str(astronaut_path), str(astronaut_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"pareidolia: {tmp_path}") and "missing" in err

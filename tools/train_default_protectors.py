@@ -35,7 +35,7 @@ from pareidolia.checksums import file_sha256
 from pareidolia.default_protectors import INDEX, SHIPPED
 from pareidolia.diffusion.prior import default_prior
 from pareidolia.evaluation.protocol import judge_rate, psr, target_test_photo
-from pareidolia.faces.align import ChipSampler, to_tensor, to_uint8
+from pareidolia.faces.align import to_tensor, to_uint8
 from pareidolia.faces.detect import detect_faces
 from pareidolia.io import atomic_write_bytes, encode_photo, read_photo
 from pareidolia.prior.data import FaceSampler
@@ -50,9 +50,9 @@ from pareidolia.protector import (
     save_protector,
 )
 from pareidolia.quality import psnr, ssim
-from pareidolia.runtime import WORKING_SIZE
+from pareidolia.runtime import FAR, WORKING_SIZE
 from pareidolia.zoo import registry
-from pareidolia.zoo.thresholds import thresholds
+from pareidolia.zoo.chip_model import shared_zoo_model
 
 CONFIG = Path(__file__).resolve().parent / "default_protector.toml"
 TARGET_FILE = "target.png"
@@ -65,13 +65,11 @@ def _margins(crop: np.ndarray) -> list[float]:
     (as a fraction of the threshold; negative: no match)."""
     a, b = to_tensor(crop), to_tensor(target_test_photo(crop))
     out = []
-    with torch.no_grad():
-        for name in registry.names("fr"):
-            net, chip = registry.load(name), ChipSampler(registry.get(name).chip, WORKING_SIZE)
-            th = thresholds(name)
-            s = float(th.score(net(chip(a)), net(chip(b))))
-            t = th.at["0.01"]
-            out.append((s - t) / t if th.metric == "cosine" else (t - s) / t)
+    for model in (shared_zoo_model(name) for name in registry.names("fr")):
+        th = model.rule
+        s = float(th.score(model.embed_crops(a), model.embed_crops(b)))
+        t = th.at[FAR]
+        out.append((s - t) / t if th.metric == "cosine" else (t - s) / t)
     return out
 
 
@@ -81,7 +79,7 @@ def make_target(faceset: Faceset) -> tuple[np.ndarray, dict[str, object]]:
     if dcgan is None:
         raise SystemExit(f"{faceset.root}: the face set has no DCGAN copy")
     real = [c for _, c in faceset.faces("train")][:1]  # FaceSampler needs one; unused at ratio 1
-    sampler = FaceSampler(real, 256, load_generator(dcgan), synthetic_ratio=1.0)
+    sampler = FaceSampler(real, WORKING_SIZE, load_generator(dcgan), synthetic_ratio=1.0)
     x = sampler.batch(CANDIDATES, np.random.default_rng(SEED), torch.Generator().manual_seed(SEED))
     crops = to_uint8((x + 1.0) / 2.0)
     best, best_margin = -1, -np.inf

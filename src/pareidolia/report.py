@@ -24,7 +24,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from pareidolia.evaluation.verification import FaceEmbedder
     from pareidolia.faces.align import Alignment
     from pareidolia.faces.detect import Face
+    from pareidolia.zoo.chip_model import ChipModel
 
 __all__ = [
     "COLUMNS",
@@ -57,7 +57,6 @@ __all__ = [
     "table_rows",
 ]
 
-JUDGE = "mini_xception"
 
 Status = Literal["protected", "partial", "skipped", "no_face", "error"]
 SkipKind = Literal["too_small", "cut_by_border", "turned_away"]
@@ -269,40 +268,13 @@ class EditedFace:
     seconds: float  # time spent editing this face
 
 
-class _Judge:
-    """The independent expression judge (``mini_xception``) on working crops."""
+def _expression(judge: ChipModel, crop: np.ndarray) -> dict[str, float]:
+    """The judge's probability of each expression (EMOTIONS order) on a working crop."""
+    from pareidolia.faces.align import to_tensor
+    from pareidolia.zoo.spec import EMOTIONS
 
-    def __init__(self, size: int, device: str) -> None:
-        from pareidolia.faces.align import ChipSampler
-        from pareidolia.zoo import registry
-
-        self.device = device
-        self.net = registry.load(JUDGE, device)
-        self.sampler = ChipSampler(registry.get(JUDGE).chip, size).to(device)
-
-    def probabilities(self, crop: np.ndarray) -> dict[str, float]:
-        import torch
-
-        from pareidolia.faces.align import to_tensor
-        from pareidolia.zoo.spec import EMOTIONS
-
-        with torch.no_grad():
-            logp = self.net(self.sampler(to_tensor(crop).to(self.device)))[0].cpu()
-        return {e: float(p) for e, p in zip(EMOTIONS, logp.exp().tolist(), strict=True)}
-
-
-@cache
-def _embedder(device: str) -> FaceEmbedder:
-    """Every zoo FR model on ``device``, loaded once per device."""
-    from pareidolia.evaluation.verification import FaceEmbedder
-
-    return FaceEmbedder(device=device)
-
-
-@cache
-def _judge(size: int, device: str) -> _Judge:
-    """The judge reading ``size``-pixel working crops on ``device``, loaded once per both."""
-    return _Judge(size, device)
+    logp = judge.embed_crops(to_tensor(crop))[0].cpu()
+    return {e: float(p) for e, p in zip(EMOTIONS, logp.exp().tolist(), strict=True)}
 
 
 def measure_faces(
@@ -326,7 +298,11 @@ def measure_faces(
     if not faces:
         return []
     size = faces[0].crop.shape[0]
-    embedder, judge = _embedder(device), _judge(size, device)
+    from pareidolia.evaluation.verification import FaceEmbedder
+    from pareidolia.zoo.chip_model import shared_zoo_model
+    from pareidolia.zoo.registry import JUDGE
+
+    embedder, judge = FaceEmbedder(device=device), shared_zoo_model(JUDGE, size, device)
     originals = [embedder.embed(original, f.face.landmarks) for f in faces]
     robust = (
         _robustness(written, [f.face for f in faces], originals, target, embedder)
@@ -342,8 +318,8 @@ def measure_faces(
                 box=f.face.box,
                 detector_score=f.face.score,
                 models=_model_scores(orig_emb, embedder.embed(written, f.face.landmarks), target),
-                expression_before=judge.probabilities(f.crop),
-                expression_after=judge.probabilities(after_crop),
+                expression_before=_expression(judge, f.crop),
+                expression_after=_expression(judge, after_crop),
                 psnr=float(psnr(f.crop, after_crop)),
                 ssim=ssim(f.crop, after_crop),
                 colour_shift=colour_shift(f.crop, after_crop, face_mask(size)),

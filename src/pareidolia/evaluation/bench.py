@@ -27,12 +27,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pareidolia.baselines import BASELINES
@@ -42,15 +41,20 @@ from pareidolia.evaluation.protocol import (
     OFFLINE_TARGET,
     PAPER_CROP_BOX,
     PAPER_TARGETS,
-    Verifier,
     judge_rate,
     target_test_photo,
     zoo_verifiers,
 )
 from pareidolia.faces.align import to_tensor, to_uint8
 from pareidolia.io import atomic_write_bytes, iter_image_files, read_photo
-from pareidolia.objectives.identity import EnsembleFactory, IdentityLoss, zoo_ensembles
+from pareidolia.objectives.identity import (
+    EnsembleFactory,
+    IdentityLoss,
+    SurrogateEnsemble,
+    zoo_ensembles,
+)
 from pareidolia.runtime import ADAPT_STEPS, FAR, WORKING_SIZE, pick_device
+from pareidolia.zoo.chip_model import ChipModel
 from pareidolia.zoo.thresholds import FARS
 
 FORMAT = "pareidolia.bench/1"
@@ -296,44 +300,21 @@ def paper_train_faces(cfg: BenchConfig) -> np.ndarray | None:
     return np.stack([_square(read_photo(p).rgb, p) for p in files])
 
 
-def paper_verifiers(cfg: BenchConfig, device: torch.device) -> list[Verifier]:
+def paper_verifiers(cfg: BenchConfig, device: torch.device) -> list[ChipModel]:
     """IR152, IRSE50, FaceNet and MobileFace from ``--fr-weights DIR`` with the paper's cosine
     thresholds (:mod:`pareidolia.zoo.paper_fr`); faces resized whole, or cut to
     :data:`PAPER_CROP_BOX` first with ``--fr-preprocess crop``."""
-    from pareidolia.zoo.paper_fr import PAPER_FR, load_paper_fr, paper_preprocess
+    from pareidolia.zoo.paper_fr import PAPER_FR, paper_chip_model, paper_preprocess
 
     folder = _require_dir(cfg.fr_weights, "fr_weights")
     missing = [s.checkpoint for s in PAPER_FR.values() if not (folder / s.checkpoint).is_file()]
     if missing:
         raise UserError(f"{folder}: missing {', '.join(missing)} (the paper's FR weights)")
     prep = paper_preprocess(cfg.fr_preprocess)
-    out = []
-    for name, spec in PAPER_FR.items():
-        net = load_paper_fr(name, folder / spec.checkpoint, device)
-
-        def embed(
-            x: torch.Tensor, net: nn.Module = net, side: int = spec.input_size
-        ) -> torch.Tensor:
-            boxes = None
-            if prep.mode == "crop":
-                boxes = torch.tensor([PAPER_CROP_BOX], dtype=torch.float32).expand(len(x), 4)
-            return cast(torch.Tensor, net(prep(x, side, boxes)))
-
-        out.append(Verifier(name, embed, spec.thresholds))
-    return out
-
-
-class VerifierEnsemble(nn.Module):
-    """Surrogates made of :class:`Verifier` s (the paper protocol's FR models): crops →
-    unit embeddings per model, the interface :class:`IdentityLoss` reads."""
-
-    def __init__(self, verifiers: Sequence[Verifier]) -> None:
-        super().__init__()
-        self.names = [v.name for v in verifiers]
-        self._embed = {v.name: v.embed for v in verifiers}
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {m: F.normalize(self._embed[m](x), dim=-1) for m in self.names}
+    return [
+        paper_chip_model(name, folder / spec.checkpoint, device, prep, PAPER_CROP_BOX)
+        for name, spec in PAPER_FR.items()
+    ]
 
 
 # ----------------------------------------------------------------------------- MAP
@@ -519,19 +500,19 @@ def _apply_map(
 class Judges:
     """Embeddings computed once per dataset: originals and targets' test photos per model."""
 
-    verifiers: list[Verifier]
+    verifiers: list[ChipModel]
     device: torch.device
     originals: dict[str, torch.Tensor] = field(default_factory=dict)
     targets: dict[str, torch.Tensor] = field(default_factory=dict)  # (N, D): each face's target
 
     @classmethod
-    def build(cls, verifiers: list[Verifier], dataset: Dataset, device: torch.device) -> Judges:
+    def build(cls, verifiers: list[ChipModel], dataset: Dataset, device: torch.device) -> Judges:
         j = cls(verifiers, device)
         x = to_tensor(list(dataset.faces)).to(device)
         for v in verifiers:
-            j.originals[v.name] = v.embeddings(x)
+            j.originals[v.name] = v.embed_crops(x)
             per_group = [
-                v.embeddings(to_tensor(g.target_test).to(device)).expand(len(g.faces), -1)
+                v.embed_crops(to_tensor(g.target_test).to(device)).expand(len(g.faces), -1)
                 for g in dataset.groups
             ]
             j.targets[v.name] = torch.cat(per_group)
@@ -539,7 +520,7 @@ class Judges:
 
     def embed(self, name: str, faces: np.ndarray) -> torch.Tensor:
         v = next(v for v in self.verifiers if v.name == name)
-        return v.embeddings(to_tensor(list(faces)).to(self.device))
+        return v.embed_crops(to_tensor(list(faces)).to(self.device))
 
 
 def cell_metrics(
@@ -687,7 +668,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     else:
 
         def fr(names: Sequence[str]) -> nn.Module:
-            return VerifierEnsemble([v for v in verifiers if v.name in names])
+            return SurrogateEnsemble([v for v in verifiers if v.name in names])
 
     for victim in victims:
         surrogates = [m for m in models if m != victim]

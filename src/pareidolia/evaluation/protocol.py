@@ -17,18 +17,17 @@ the protocol-free arithmetic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from pareidolia.evaluation.variants import jpeg
-from pareidolia.faces.align import ChipSampler
 from pareidolia.runtime import FAR, WORKING_SIZE
 from pareidolia.zoo import registry
+from pareidolia.zoo.chip_model import ChipModel, shared_zoo_model, zoo_model
+from pareidolia.zoo.registry import JUDGE
 from pareidolia.zoo.spec import EMOTIONS
-from pareidolia.zoo.thresholds import Thresholds, thresholds
 
 OFFLINE_TARGET = "default"  # the shipped synthetic target; or the name of a held-out face
 
@@ -52,45 +51,19 @@ def target_test_photo(crop: np.ndarray) -> np.ndarray:
     return jpeg(np.ascontiguousarray(out), 40)
 
 
-@dataclass
-class Verifier:
-    """One FR model as a judge: working crops in [0, 1] → embeddings, plus its decision rule
-    (cosine above or distance below a threshold per FAR)."""
-
-    name: str
-    embed: Callable[[torch.Tensor], torch.Tensor]
-    rule: Thresholds
-
-    @torch.no_grad()
-    def embeddings(self, faces: torch.Tensor, batch: int = 16) -> torch.Tensor:
-        """Embeddings of ``faces`` (N, 3, S, S), computed in batches without autograd."""
-        return torch.cat([self.embed(faces[i : i + batch]) for i in range(0, len(faces), batch)])
-
-
 def zoo_verifiers(
     models: Sequence[str] | None = None,
     size: int = WORKING_SIZE,
     device: torch.device | str = "cpu",
-) -> list[Verifier]:
-    """The zoo's FR models (default all four) reading their chips from ``size``-pixel crops,
-    with the calibrated thresholds of ``thresholds.json``."""
-    out = []
-    for name in models or registry.names("fr"):
-        net = registry.load(name, device)
-        chip = ChipSampler(registry.get(name).chip, size).to(device)
-
-        def embed(
-            x: torch.Tensor, net: torch.nn.Module = net, chip: ChipSampler = chip
-        ) -> torch.Tensor:
-            return net(chip(x))
-
-        out.append(Verifier(name, embed, thresholds(name)))
-    return out
+) -> list[ChipModel]:
+    """The zoo's FR models (default all four) as judges: reading their chips from
+    ``size``-pixel crops, with the calibrated thresholds of ``thresholds.json``."""
+    return [zoo_model(name, size, device) for name in models or registry.names("fr")]
 
 
 @torch.no_grad()
 def psr_by_far(
-    faces: torch.Tensor, target_test: torch.Tensor, verifiers: Sequence[Verifier] | None = None
+    faces: torch.Tensor, target_test: torch.Tensor, verifiers: Sequence[ChipModel] | None = None
 ) -> dict[str, dict[str, float]]:
     """Impersonation success rate per FR model and FAR: the share of ``faces`` that each model
     matches to the target's test photo ``target_test`` (1, 3, S, S)."""
@@ -98,7 +71,7 @@ def psr_by_far(
 
     out = {}
     for v in verifiers or zoo_verifiers(size=faces.shape[-1], device=faces.device):
-        scores = v.rule.score(v.embeddings(faces), v.embeddings(target_test))
+        scores = v.rule.score(v.embed_crops(faces), v.embed_crops(target_test))
         out[v.name] = match_rates(scores, v.rule)
     return out
 
@@ -107,7 +80,7 @@ def psr(
     faces: torch.Tensor,
     target_test: torch.Tensor,
     far: str = FAR,
-    verifiers: Sequence[Verifier] | None = None,
+    verifiers: Sequence[ChipModel] | None = None,
 ) -> dict[str, float]:
     """Share of ``faces`` each FR model matches to the target's test photo at one FAR."""
     return {m: rates[far] for m, rates in psr_by_far(faces, target_test, verifiers).items()}
@@ -117,7 +90,6 @@ def psr(
 def judge_rate(faces: torch.Tensor, emotion: str) -> float:
     """Share of faces the independent judge (human's mini-Xception emotion net, not used in
     training) labels ``emotion``."""
-    judge = registry.load("mini_xception", faces.device)
-    chip = ChipSampler("emotion64", faces.shape[-1]).to(faces.device)
-    labels = torch.cat([judge(chip(faces[i : i + 16])).argmax(1) for i in range(0, len(faces), 16)])
+    judge = shared_zoo_model(JUDGE, faces.shape[-1], faces.device)
+    labels = judge.embed_crops(faces).argmax(1)
     return float((labels == EMOTIONS.index(emotion)).float().mean())

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pareidolia.faces.align import crop_chip, to_tensor
 from pareidolia.runtime import FAR
 from pareidolia.zoo import registry
+from pareidolia.zoo.chip_model import shared_zoo_model
 from pareidolia.zoo.thresholds import thresholds
 
 
@@ -25,21 +25,19 @@ class ModelVerdict:
 
 
 class FaceEmbedder:
-    """Loads the FR models once and embeds faces of photos given their five landmarks."""
+    """The zoo's FR models (default all), each loaded once per device and shared
+    (:func:`~pareidolia.zoo.chip_model.shared_zoo_model`), embedding faces of photos given their
+    five landmarks."""
 
     def __init__(self, models: list[str] | None = None, device: str = "cpu") -> None:
         self.names = models if models is not None else registry.names("fr")
-        self.models = {n: registry.load(n, device) for n in self.names}
+        self.models = [shared_zoo_model(n, device=device) for n in self.names]
         self.device = device
 
-    @torch.no_grad()
     def embed(self, rgb: np.ndarray, landmarks: np.ndarray) -> dict[str, torch.Tensor]:
-        """Embedding (1, D) of the face at ``landmarks`` in ``rgb`` for every model."""
-        out = {}
-        for name, model in self.models.items():
-            chip = crop_chip(rgb, landmarks, registry.get(name).chip)
-            out[name] = model(to_tensor(chip).to(self.device)).cpu()
-        return out
+        """Embedding (1, D), on the CPU, of the face at ``landmarks`` in ``rgb`` for every
+        model."""
+        return {m.name: m.embed_photo(rgb, landmarks) for m in self.models}
 
 
 def compare(

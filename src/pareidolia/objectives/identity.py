@@ -13,35 +13,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pareidolia.faces.align import ChipSampler
 from pareidolia.runtime import WORKING_SIZE
 from pareidolia.zoo import registry
+from pareidolia.zoo.chip_model import ChipModel, zoo_model
 
 
 class SurrogateEnsemble(nn.Module):
-    """FR models with their chip samplers: working crops in [0, 1] → embeddings per model."""
+    """FR models seen through their chips (:class:`~pareidolia.zoo.chip_model.ChipModel`):
+    working crops in [0, 1] → unit embeddings per model. ``models`` are zoo model names (loaded
+    for ``working_size``-pixel crops on ``device``) or models already built (the paper
+    protocol's)."""
 
     def __init__(
         self,
-        models: list[str],
+        models: Sequence[str] | Sequence[ChipModel],
         working_size: int = WORKING_SIZE,
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__()
         if not models:
             raise ValueError("the surrogate ensemble needs at least one FR model")
-        for m in models:
-            if registry.get(m).role != "fr":
-                raise ValueError(f"{m!r} is not an FR model (role {registry.get(m).role})")
-        self.names = list(models)
-        self.nets = nn.ModuleDict({m: registry.load(m, device) for m in models})
-        self.samplers = nn.ModuleDict(
-            {m: ChipSampler(registry.get(m).chip, working_size) for m in models}
-        ).to(device)
+        built = [
+            m if isinstance(m, ChipModel) else zoo_model(_fr_name(m), working_size, device)
+            for m in models
+        ]
+        self.names = [m.name for m in built]
+        self.models = nn.ModuleDict({m.name: m for m in built})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unit-normalised embeddings (B, D_m) of working crops ``x`` (B, 3, W, W) in [0, 1]."""
-        return {m: F.normalize(self.nets[m](self.samplers[m](x)), dim=-1) for m in self.names}
+        return {m: F.normalize(self.models[m](x), dim=-1) for m in self.names}
+
+
+def _fr_name(name: str) -> str:
+    """``name``, checked to be one of the zoo's FR models."""
+    role = registry.get(name).role
+    if role != "fr":
+        raise ValueError(f"{name!r} is not an FR model (role {role})")
+    return name
 
 
 # FR model names → a module mapping working crops in [0, 1] to unit embeddings per name (the

@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import cv2
@@ -28,10 +27,11 @@ from diffusers.models.unets.unet_2d import UNet2DModel
 
 from pareidolia.diffusion.ddim import generate, invert, unet_eps
 from pareidolia.diffusion.schedule import ScoreModelConfig
-from pareidolia.faces.align import ChipSampler, to_tensor
+from pareidolia.faces.align import to_tensor
 from pareidolia.quality import psnr, ssim
 from pareidolia.runtime import FAR
 from pareidolia.zoo import registry
+from pareidolia.zoo.chip_model import shared_zoo_model
 from pareidolia.zoo.spec import EMOTIONS
 from pareidolia.zoo.thresholds import thresholds
 
@@ -40,33 +40,26 @@ EXPRESSION_MODEL = "faceapi_expression"
 
 class Judges:
     """The zoo's FR models and the expression net, reading their chips from working crops of
-    one resolution (:class:`ChipSampler`; at 128 px the 112–224 px chips are upsampled)."""
+    one resolution (at 128 px the 112–224 px chips are upsampled); each loaded once per
+    resolution and device (:func:`~pareidolia.zoo.chip_model.shared_zoo_model`)."""
 
     def __init__(self, resolution: int, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
-        self.fr = {name: _zoo_model(name).to(self.device) for name in registry.names("fr")}
-        self.expression = _zoo_model(EXPRESSION_MODEL).to(self.device)
-        chips = {registry.get(n).chip for n in [*self.fr, EXPRESSION_MODEL]}
-        self.samplers = {c: ChipSampler(c, resolution).to(self.device) for c in chips}
-
-    def _chip(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        return self.samplers[registry.get(name).chip](x)
+        self.fr = {
+            name: shared_zoo_model(name, resolution, self.device) for name in registry.names("fr")
+        }
+        self.expression = shared_zoo_model(EXPRESSION_MODEL, resolution, self.device)
 
     @torch.no_grad()
     def embeddings(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """FR embeddings of crops ``x`` (B, 3, R, R) in [0, 1], per model."""
-        return {n: m(self._chip(n, x)).cpu() for n, m in self.fr.items()}
+        return {n: m(x).cpu() for n, m in self.fr.items()}
 
     @torch.no_grad()
     def expressions(self, x: torch.Tensor) -> list[str]:
         """The face-api expression label of each crop."""
-        logp = self.expression(self._chip(EXPRESSION_MODEL, x))
+        logp = self.expression(x)
         return [EMOTIONS[i] for i in logp.argmax(dim=1).tolist()]
-
-
-@cache
-def _zoo_model(name: str) -> torch.nn.Module:
-    return registry.load(name)
 
 
 def resize_crops(crops: Sequence[np.ndarray], resolution: int) -> list[np.ndarray]:

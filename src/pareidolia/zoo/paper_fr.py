@@ -40,6 +40,7 @@ from torch import nn
 from pareidolia.checksums import file_sha256
 from pareidolia.errors import UserError
 from pareidolia.zoo import facenet, ir, mobilefacenet
+from pareidolia.zoo.chip_model import ChipModel
 from pareidolia.zoo.thresholds import Thresholds
 
 # Where each checkpoint's threshold came from (the same text for every FAR level).
@@ -314,6 +315,39 @@ def load_paper_fr(name: str, path: str | Path, device: torch.device | str = "cpu
         first = str(e).strip().splitlines()[-1].strip()
         raise UserError(f"{path}: cannot load into paper FR model {name!r}: {first}") from None
     return PaperFR(spec, net, Path(path)).to(device)
+
+
+class _PaperChip(nn.Module):
+    """What a paper model reads of a working crop: the face prepared as ``prep`` says
+    (:func:`paper_preprocess`) at the model's input ``size``; ``box`` is crop mode's face box,
+    pixels (x0, y0, x1, y1)."""
+
+    def __init__(
+        self, prep: PaperPreprocess, size: int, box: tuple[int, int, int, int] | None
+    ) -> None:
+        super().__init__()
+        self.prep, self.size, self.box = prep, size, box
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        boxes = None
+        if self.prep.mode == "crop":
+            boxes = torch.tensor([self.box], dtype=torch.float32).expand(len(x), 4)
+        return self.prep(x, self.size, boxes)
+
+
+def paper_chip_model(
+    name: str,
+    path: str | Path,
+    device: torch.device | str,
+    prep: PaperPreprocess,
+    box: tuple[int, int, int, int] | None = None,
+) -> ChipModel:
+    """Paper model ``name`` (weights from the user's ``path``, :func:`load_paper_fr`) as the
+    zoo's one model type: reading working crops prepared by ``prep`` (with the face ``box`` in
+    crop mode), with the paper's cosine thresholds."""
+    spec = paper_spec(name)
+    net = load_paper_fr(name, path, device)
+    return ChipModel(name, net, _PaperChip(prep, spec.input_size, box), spec.thresholds)
 
 
 def _read_checkpoint_file(path: Path, spec: PaperFRSpec) -> Any:

@@ -15,6 +15,9 @@ from pareidolia.errors import WeightsError
 from pareidolia.zoo.spec import ModelSpec, Role
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+JUDGE = "mini_xception"
+"""The independent expression judge (role ``emotion_judge``): reports and benchmarks ask it
+which expression a face shows; no objective is trained against it."""
 
 # Modules that define ``SPECS: tuple[ModelSpec, ...]``, in listing order.
 _MODULES = (
