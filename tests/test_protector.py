@@ -23,8 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from pareidolia import protector as protector_mod
-from pareidolia.diffusion.hashing import tensors_sha256
-from pareidolia.diffusion.models import model_hash
+from pareidolia.diffusion.hashing import model_hash, tensors_sha256
 from pareidolia.diffusion.schedule import ScoreModelConfig
 from pareidolia.errors import UserError
 from pareidolia.faces.align import to_tensor, warp_crop, working_alignment

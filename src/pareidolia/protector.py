@@ -60,8 +60,7 @@ from tqdm import tqdm
 
 from pareidolia.diffusion.cache import LatentCache, LatentKey
 from pareidolia.diffusion.ddim import generate, guided_generate, invert, unet_eps
-from pareidolia.diffusion.hashing import tensors_sha256
-from pareidolia.diffusion.models import model_hash
+from pareidolia.diffusion.hashing import model_hash, tensors_sha256
 from pareidolia.diffusion.schedule import ScoreModelConfig
 from pareidolia.errors import UserError
 from pareidolia.io import atomic_write_bytes

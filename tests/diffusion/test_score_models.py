@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pareidolia.diffusion.hashing import model_hash
 from pareidolia.diffusion.models import (
     ScoreModelError,
     SDEditArch,
@@ -20,7 +21,6 @@ from pareidolia.diffusion.models import (
     load_diffusers,
     load_score_model,
     load_sdedit_ckpt,
-    model_hash,
 )
 
 SMALL = SDEditArch(ch=32, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(8,), resolution=32)

@@ -3,6 +3,7 @@ and the on-disk cache of inversion latents."""
 
 from pareidolia.diffusion.cache import LatentCache, LatentKey
 from pareidolia.diffusion.ddim import EpsModel, generate, invert, timestep_grid, unet_eps
+from pareidolia.diffusion.hashing import model_hash
 from pareidolia.diffusion.models import (
     CELEBA_HQ_ARCH,
     PAPER_HUB_ID,
@@ -13,7 +14,6 @@ from pareidolia.diffusion.models import (
     load_diffusers,
     load_score_model,
     load_sdedit_ckpt,
-    model_hash,
 )
 from pareidolia.diffusion.schedule import ScoreModelConfig, alphas_cumprod, linear_betas
 

@@ -26,7 +26,6 @@ import torch
 from diffusers.models.unets.unet_2d import UNet2DModel
 
 from pareidolia.checksums import file_sha256
-from pareidolia.diffusion.hashing import model_hash
 from pareidolia.diffusion.prior import load_prior_spec
 from pareidolia.diffusion.schedule import (
     PAPER_BETA_END,
@@ -46,19 +45,6 @@ _PAPER_SCHEDULE = {
     "num_train_timesteps": PAPER_NUM_TRAIN_TIMESTEPS,
 }
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-def _config(
-    unet: UNet2DModel, resolution: int, source: str, schedule: Mapping[str, Any]
-) -> ScoreModelConfig:
-    return ScoreModelConfig(
-        beta_start=float(schedule["beta_start"]),
-        beta_end=float(schedule["beta_end"]),
-        num_train_timesteps=int(schedule["num_train_timesteps"]),
-        resolution=resolution,
-        source=source,
-        content_hash=model_hash(unet),
-    )
 
 
 @dataclass(frozen=True)
@@ -298,7 +284,7 @@ def load_sdedit_ckpt(
     ):
         raise ScoreModelError(f"{path}: expected a state dict (a mapping of names to tensors)")
     unet = convert_sdedit_ckpt(state_dict, arch)
-    return unet, _config(unet, arch.resolution, f"paper-ckpt:{path}", _PAPER_SCHEDULE)
+    return unet, ScoreModelConfig.of(unet, f"paper-ckpt:{path}", _PAPER_SCHEDULE)
 
 
 # --- diffusers folders and hub ids ---------------------------------------------------------------
@@ -320,11 +306,6 @@ def _schedule(scheduler_config: Path | None, where: str) -> Mapping[str, Any]:
     return {k: cfg.get(k, v) for k, v in _PAPER_SCHEDULE.items()}
 
 
-def _resolution(unet: UNet2DModel) -> int:
-    size = unet.config["sample_size"]
-    return int(size if isinstance(size, int) else size[0])
-
-
 def _load_folder(folder: Path) -> tuple[UNet2DModel, ScoreModelConfig]:
     unet_dir = folder / "unet" if (folder / "unet" / "config.json").is_file() else folder
     if not (unet_dir / "config.json").is_file():
@@ -337,9 +318,7 @@ def _load_folder(folder: Path) -> tuple[UNet2DModel, ScoreModelConfig]:
         raise ScoreModelError(f"{unet_dir}: cannot load the UNet ({e})") from e
     candidates = (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json")
     sched = next((p for p in candidates if p.is_file()), None)
-    return unet, _config(
-        unet, _resolution(unet), f"diffusers:{folder}", _schedule(sched, str(folder))
-    )
+    return unet, ScoreModelConfig.of(unet, f"diffusers:{folder}", _schedule(sched, str(folder)))
 
 
 def _load_hub(
@@ -379,9 +358,7 @@ def _load_hub(
             f"into a folder, keeping the unet/ and scheduler/ subfolders, and pass that folder; "
             f"or allow the download (about 455 MB for {PAPER_HUB_ID}). Cause: {e}"
         ) from e
-    return unet, _config(
-        unet, _resolution(unet), f"diffusers:{repo_id}", _schedule(Path(sched), repo_id)
-    )
+    return unet, ScoreModelConfig.of(unet, f"diffusers:{repo_id}", _schedule(Path(sched), repo_id))
 
 
 def load_diffusers(

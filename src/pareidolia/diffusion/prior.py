@@ -23,7 +23,6 @@ from diffusers.models.unets.unet_2d import UNet2DModel
 from safetensors.torch import load_file, save_file
 
 from pareidolia.checksums import file_sha256
-from pareidolia.diffusion.hashing import model_hash
 from pareidolia.diffusion.schedule import (
     PAPER_BETA_END,
     PAPER_BETA_START,
@@ -128,15 +127,7 @@ def load_prior(
     except RuntimeError as e:
         raise ScoreModelError(f"{weights}: does not match {folder / CONFIG} ({e})") from e
     unet.eval()
-    size = unet.config["sample_size"]
-    return unet, ScoreModelConfig(
-        beta_start=float(schedule["beta_start"]),
-        beta_end=float(schedule["beta_end"]),
-        num_train_timesteps=int(schedule["num_train_timesteps"]),
-        resolution=int(size if isinstance(size, int) else size[0]),
-        source=f"prior:{folder}",
-        content_hash=model_hash(unet),
-    )
+    return unet, ScoreModelConfig.of(unet, f"prior:{folder}", schedule)
 
 
 def default_prior(

@@ -8,9 +8,13 @@ DDIM code (:mod:`pareidolia.diffusion.ddim`) treats "clean" as the virtual times
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from pareidolia.diffusion.hashing import model_hash
 
 PAPER_BETA_START = 1e-4
 PAPER_BETA_END = 0.02
@@ -46,6 +50,23 @@ class ScoreModelConfig:
     resolution: int
     source: str
     content_hash: str
+
+    @classmethod
+    def of(
+        cls, unet: torch.nn.Module, source: str, schedule: Mapping[str, Any]
+    ) -> ScoreModelConfig:
+        """The config of the diffusers ``unet`` loaded from ``source``: its noise ``schedule``
+        (``beta_start``, ``beta_end``, ``num_train_timesteps``), its resolution (the UNet's
+        ``sample_size``) and the hash of its weights."""
+        size = unet.config["sample_size"]  # type: ignore[index]
+        return cls(
+            beta_start=float(schedule["beta_start"]),
+            beta_end=float(schedule["beta_end"]),
+            num_train_timesteps=int(schedule["num_train_timesteps"]),
+            resolution=int(size if isinstance(size, int) else size[0]),
+            source=source,
+            content_hash=model_hash(unet),
+        )
 
     def alphas_cumprod(self) -> torch.Tensor:
         """The ᾱ table of this model's linear schedule (float64, length ``num_train_timesteps``)."""

@@ -450,6 +450,51 @@ def _load_cell(path: Path, key: str) -> tuple[np.ndarray, float] | None:
         return None
 
 
+@dataclass
+class _Victim:
+    """What the methods run against one victim share, each made on first use: one identity
+    loss per target over the ``ensemble`` of surrogates, and the MAP protectors (one per victim
+    on the offline protocol, one per victim and target on the paper's), recorded in
+    ``map_info``."""
+
+    cfg: BenchConfig
+    victim: str
+    surrogates: list[str]
+    ensemble: nn.Module
+    fr: EnsembleFactory
+    train: np.ndarray | None
+    device: torch.device
+    map_info: dict[str, Any]
+    losses: dict[str, IdentityLoss] = field(default_factory=dict)
+    protectors: dict[str, Any] = field(default_factory=dict)
+
+    def loss_for(self, g: Group) -> IdentityLoss:
+        """The identity loss toward ``g``'s target."""
+        if g.target_name not in self.losses:
+            target = to_tensor(g.target_enroll).to(self.device)
+            self.losses[g.target_name] = IdentityLoss(self.ensemble, target)
+        return self.losses[g.target_name]
+
+    def protector_for(self, g: Group) -> Any:
+        """The MAP protector for ``g``'s faces, trained (or loaded) the first time."""
+        cfg = self.cfg
+        name = self.victim if cfg.protocol == "offline" else f"{self.victim}-{g.target_name}"
+        if name not in self.protectors:
+            _log(cfg, f"MAP protector {name}")
+            assert self.train is not None
+            self.protectors[name], self.map_info[name] = map_protector(
+                cfg,
+                name,
+                self.victim,
+                self.surrogates,
+                self.train,
+                g.target_enroll,
+                self.device,
+                self.fr,
+            )
+        return self.protectors[name]
+
+
 def _protect(
     spec: MethodSpec,
     dataset: Dataset,
@@ -672,35 +717,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
 
     for victim in victims:
         surrogates = [m for m in models if m != victim]
-        ensemble = fr(surrogates)
-        losses: dict[str, IdentityLoss] = {}
-        protectors: dict[str, Any] = {}
-
-        def loss_for(
-            g: Group, ensemble: nn.Module = ensemble, losses: dict = losses
-        ) -> IdentityLoss:
-            if g.target_name not in losses:
-                losses[g.target_name] = IdentityLoss(
-                    ensemble, to_tensor(g.target_enroll).to(device)
-                )
-            return losses[g.target_name]
-
-        def protector_for(
-            g: Group,
-            victim: str = victim,
-            surrogates: list = surrogates,
-            protectors: dict = protectors,
-        ) -> Any:
-            """One protector per victim (offline) or per victim and target (paper)."""
-            name = victim if cfg.protocol == "offline" else f"{victim}-{g.target_name}"
-            if name not in protectors:
-                _log(cfg, f"MAP protector {name}")
-                assert train is not None
-                protectors[name], map_info[name] = map_protector(
-                    cfg, name, victim, surrogates, train, g.target_enroll, device, fr
-                )
-            return protectors[name]
-
+        against = _Victim(cfg, victim, surrogates, fr(surrogates), fr, train, device, map_info)
         for dataset in datasets:
             judges = judges_by[dataset.name]
             for spec in specs:
@@ -709,7 +726,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 cached = _load_cell(path, key) if cfg.resume else None
                 if cached is None:
                     _log(cfg, f"{dataset.name} / {victim} / {spec.key}")
-                    protected, spf = _protect(spec, dataset, loss_for, protector_for, fr, device)
+                    protected, spf = _protect(
+                        spec, dataset, against.loss_for, against.protector_for, fr, device
+                    )
                     _save_cell(path, key, protected, spf)
                 else:
                     protected, spf = cached
