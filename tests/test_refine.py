@@ -213,6 +213,30 @@ def test_the_identity_terms_cannot_spend_the_expression_warp(
     assert (out - crop).abs().max() < 2e-3
 
 
+def test_the_template_cannot_be_met_by_shading_when_the_expression_warp_is_on(
+    crop: torch.Tensor,
+) -> None:
+    """With the expression warp on, the landmark template answers to it alone: a luminance
+    field with room to move and nothing but the template to serve stays at zero (shading that
+    moves the landmark net's points is not an expression), while the warp itself moves."""
+    kw = dict(max_shift=0.0, lum_eps=0.1, lum_texture=0.0, w_target=0, w_dodge=0, w_classifier=0)
+    r = _refiner(["sface"], steps=6, lr=0.3, copies=1, w_geometry=100.0, **kw)
+    assert (r(crop, crop, r.embed(crop), [256]) - crop).abs().max() > 0.02  # without: shading
+    r = _refiner(["sface"], steps=6, lr=0.3, copies=1, w_geometry=100.0, expression_shift=4.0, **kw)
+    out = r(crop, crop, r.embed(crop), [256])
+    warp_only = _refiner(
+        ["sface"],
+        steps=6,
+        lr=0.3,
+        copies=1,
+        w_geometry=100.0,
+        expression_shift=4.0,
+        **{**kw, "lum_eps": 0.0},
+    )(crop, crop, r.embed(crop), [256])
+    assert (out - crop).abs().max() > 0.02  # the warp moved
+    assert torch.allclose(out, warp_only, atol=1e-5)  # and the luminance field did not
+
+
 def test_the_luminance_bound_grows_with_texture_and_holds(
     crop: torch.Tensor, target: torch.Tensor
 ) -> None:

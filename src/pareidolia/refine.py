@@ -300,6 +300,10 @@ class Refiner(nn.Module):
         dy = dy * (c.lum_eps if lum_bound is None else lum_bound)
         return (warped + dy).clamp(0.0, 1.0)
 
+    def _paste(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The crop as it will be pasted: the original, plus the change under the face oval."""
+        return x0 + self.paste_mask * (x - x0)
+
     def _aims(
         self, x0: torch.Tensor, target: dict[str, torch.Tensor]
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -351,8 +355,7 @@ class Refiner(nn.Module):
         def guide(x_net: torch.Tensor, t: int) -> torch.Tensor:
             for _ in range(c.guide_steps):
                 x = x_net.detach().requires_grad_(True)
-                pasted = x0 + self.paste_mask * (to_crop(x) - x0)
-                views = eot_copies(pasted, own_side, 1, gen, jpeg=False)
+                views = eot_copies(self._paste(x0, to_crop(x)), own_side, 1, gen, jpeg=False)
                 (g,) = torch.autograd.grad(self._identity(views, 1, aims), x)
                 g = F.adaptive_avg_pool2d(g.mean(1, keepdim=True), c.guide_grid)
                 g = F.interpolate(g, size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -397,18 +400,29 @@ class Refiner(nn.Module):
             expression = (theta_expr, self.expression_bound(p_orig))
         began = time.perf_counter()
         for step in range(c.steps):
-            x = self.edit(start, theta_flow, theta_lum, expression, lum_bound)
-            pasted = x0 + self.paste_mask * (x - x0)
-            if expression is not None:
-                fixed = (expression[0].detach(), expression[1])
-                x_id = self.edit(start, theta_flow, theta_lum, fixed, lum_bound)
-                pasted_id = x0 + self.paste_mask * (x_id - x0)
+            if expression is None:
+                pasted_id = pasted_geo = self._paste(
+                    x0, self.edit(start, theta_flow, theta_lum, None, lum_bound)
+                )
             else:
-                pasted_id = pasted
+                # the two parts answer to their own terms: the identity terms see the
+                # expression warp detached (they cannot spend its larger bound on reshaping
+                # the face), and the landmark template sees only the expression warp (shading
+                # that moves the landmark net's points without moving the face cannot count)
+                fixed = (expression[0].detach(), expression[1])
+                pasted_id = self._paste(
+                    x0, self.edit(start, theta_flow, theta_lum, fixed, lum_bound)
+                )
+                pasted_geo = self._paste(
+                    x0,
+                    self.edit(
+                        start, theta_flow.detach(), theta_lum.detach(), expression, lum_bound
+                    ),
+                )
             views = eot_copies(pasted_id, own_side, c.copies, gen, c.jpeg)
             loss = self._identity(views, c.copies, aims)
             if c.w_geometry > 0:
-                pts = self.geometry.points_net.landmarks(pasted)
+                pts = self.geometry.points_net.landmarks(pasted_geo)
                 loss = loss + c.w_geometry * self.geometry.loss_from_points(pts, p_orig).mean()
             if c.w_classifier > 0:
                 loss = loss + c.w_classifier * self.classifier(pasted_id).mean()
