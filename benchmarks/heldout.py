@@ -76,10 +76,9 @@ ROWS: dict[str, dict[str, Any]] = {
     "default": {},  # the balanced preset
     "natural": {"strength": "natural"},
     "strong": {"strength": "strong"},
-    # the luminance bound flat at 12/255 (no texture masking): the previous default
-    "default-flat-lum": {"refine": {"lum_eps": 12.0 / 255.0, "lum_texture": 0.0}},
-    # the expression warp (4 px near the template's landmarks, answering to them alone)
-    "expressive": {"refine": {"expression_shift": 4.0, "w_geometry": 100.0}},
+    # the previous default: an identity warp (≤ 2 px everywhere, answering to every term) in
+    # place of the expression warp
+    "default-warp": {"refine": {"max_shift": 2.0, "expression_shift": 0.0, "w_geometry": 20.0}},
     # ablations of our additions, on the natural preset
     "natural-no-chroma": {"strength": "natural", "chroma": False},
     "natural-no-geometry": {"strength": "natural", "refine": {"w_geometry": 0.0}},
@@ -156,6 +155,7 @@ REAL_TARGET_ROWS = (
     "none",
     "fast",
     "default",
+    "default-warp",
     "natural",
     "strong",
 )  # the other rows: synthetic target only
@@ -385,7 +385,7 @@ def main() -> None:
         )
     for table, runs in splits:
         for row in rows:
-            if table == "transfer" and row not in ("none", "default"):
+            if table == "transfer" and row not in ("none", "default", "default-warp"):
                 continue
             if row in results[table]:
                 continue
