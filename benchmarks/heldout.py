@@ -76,9 +76,9 @@ ROWS: dict[str, dict[str, Any]] = {
     "default": {},  # the balanced preset
     "natural": {"strength": "natural"},
     "strong": {"strength": "strong"},
-    # the previous default: an identity warp (≤ 2 px everywhere, answering to every term) in
-    # place of the expression warp
-    "default-warp": {"refine": {"max_shift": 2.0, "expression_shift": 0.0, "w_geometry": 20.0}},
+    # no identity warp: the expression warp (2 px near the template's landmarks, answering to
+    # the template alone) in its place
+    "default-no-warp": {"refine": {"max_shift": 0.0, "expression_shift": 2.0, "w_geometry": 100.0}},
     # ablations of our additions, on the natural preset
     "natural-no-chroma": {"strength": "natural", "chroma": False},
     "natural-no-geometry": {"strength": "natural", "refine": {"w_geometry": 0.0}},
@@ -155,7 +155,7 @@ REAL_TARGET_ROWS = (
     "none",
     "fast",
     "default",
-    "default-warp",
+    "default-no-warp",
     "natural",
     "strong",
 )  # the other rows: synthetic target only
@@ -385,7 +385,7 @@ def main() -> None:
         )
     for table, runs in splits:
         for row in rows:
-            if table == "transfer" and row not in ("none", "default", "default-warp"):
+            if table == "transfer" and row not in ("none", "default", "default-no-warp"):
                 continue
             if row in results[table]:
                 continue
