@@ -59,7 +59,7 @@ from safetensors.torch import save as st_save
 from tqdm import tqdm
 
 from pareidolia.diffusion.cache import LatentCache, LatentKey
-from pareidolia.diffusion.ddim import generate, guided_generate, invert, unet_eps
+from pareidolia.diffusion.ddim import EpsModel, generate, guided_generate, invert, unet_eps
 from pareidolia.diffusion.hashing import model_hash, tensors_sha256
 from pareidolia.diffusion.schedule import ScoreModelConfig
 from pareidolia.errors import UserError
@@ -69,7 +69,7 @@ from pareidolia.objectives.fidelity import l1_loss, lowpass_l1_loss
 from pareidolia.objectives.identity import EnsembleFactory, IdentityLoss, zoo_ensembles
 from pareidolia.objectives.landmarks import LaplacianLoss
 from pareidolia.objectives.score_matching import ScoreMatchingLoss
-from pareidolia.projection import GradVac, make_combiner
+from pareidolia.projection import Combiner, GradVac, make_combiner
 from pareidolia.runtime import WORKING_SIZE
 from pareidolia.zoo import registry
 
@@ -304,12 +304,6 @@ def _grads(loss: torch.Tensor, params: list[torch.Tensor], retain: bool) -> list
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs, strict=True)]
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue(), overwrite=True)
-
-
 def _open_log(path: Path, keep_until: int | None) -> TextIO:
     """The JSONL log, opened for appending: emptied for a fresh run; on resume, cut back to the
     records of the steps the checkpoint holds (steps logged after it will be redone)."""
@@ -357,6 +351,174 @@ def _resume_key(config: ProtectorConfig) -> dict[str, Any]:
     return d
 
 
+# ----------------------------------------------------------------------------- training state
+
+
+def _zero_sums() -> dict[str, float]:
+    return dict.fromkeys(TERMS, 0.0)
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: epoch, batch position in it and optimiser steps; the mean loss terms
+    of the last finished epoch and the running sums of the current one."""
+
+    epoch: int = 0
+    pos: int = 0
+    step: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    sums: dict[str, float] = field(default_factory=_zero_sums)
+    seen: int = 0
+
+    def add(self, terms: Mapping[str, float]) -> None:
+        """Count one finished step with loss terms ``terms``."""
+        self.step += 1
+        self.pos += 1
+        for k in TERMS:
+            self.sums[k] += terms[k]
+        self.seen += 1
+
+    def end_epoch(self) -> None:
+        if self.seen:
+            self.metrics = {k: v / self.seen for k, v in self.sums.items()}
+        self.epoch, self.pos = self.epoch + 1, 0
+        self.sums, self.seen = _zero_sums(), 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "pos": self.pos,
+            "step": self.step,
+            "metrics": self.metrics,
+            "epoch_sums": self.sums,
+            "epoch_seen": self.seen,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.epoch, self.pos, self.step = state["epoch"], state["pos"], state["step"]
+        self.metrics = dict(state["metrics"])
+        self.sums, self.seen = dict(state["epoch_sums"]), int(state["epoch_seen"])
+
+
+@dataclass
+class _TrainState:
+    """What a run changes as it trains, all of it kept in the checkpoint: the tuned network, its
+    EMA, Adam, the projection's state, the score-matching noise generator, torch's global RNG
+    and the progress."""
+
+    tuned: UNet2DModel
+    ema: _Ema
+    opt: torch.optim.Optimizer
+    combiner: Combiner
+    sm_gen: torch.Generator
+    progress: _Progress = field(default_factory=_Progress)
+
+    def take_step(self) -> None:
+        """Apply the gradients that :func:`_step` set and update the EMA."""
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update(self.tuned)
+
+    def state_dict(self) -> dict[str, Any]:
+        gradvac = self.combiner if isinstance(self.combiner, GradVac) else None
+        return {
+            "tuned": self.tuned.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "projection": gradvac.state_dict() if gradvac is not None else None,
+            "sm_rng": self.sm_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            **self.progress.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.tuned.load_state_dict(state["tuned"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        if isinstance(self.combiner, GradVac) and state["projection"] is not None:
+            self.combiner.load_state_dict(state["projection"])
+        self.sm_gen.set_state(state["sm_rng"].cpu())  # map_location may have moved the RNG states
+        torch.set_rng_state(state["torch_rng"].cpu())
+        self.progress.load_state_dict(state)
+
+
+@dataclass(frozen=True)
+class _RunKey:
+    """What a checkpoint must share with the run that resumes it: the base network, the config
+    (but for the number of epochs) and the training faces."""
+
+    base_hash: str
+    config: ProtectorConfig
+    face_sha256: tuple[str, ...]
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "base_hash": self.base_hash,
+            "resume_key": _resume_key(self.config),
+            "config": self.config.to_dict(),
+            "face_sha256": list(self.face_sha256),
+        }
+
+    def check(self, path: Path, state: Mapping[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"{path}: not a protector checkpoint")
+        if state["base_hash"] != self.base_hash:
+            raise UserError(f"{path}: checkpoint was made from another base network")
+        if state["resume_key"] != _resume_key(self.config):
+            raise UserError(f"{path}: checkpoint was made with another config")
+        if state["face_sha256"] != list(self.face_sha256):
+            raise UserError(f"{path}: checkpoint was made on other training faces")
+
+
+def _save_checkpoint(path: Path, key: _RunKey, state: _TrainState) -> None:
+    buf = io.BytesIO()
+    torch.save({**key.header(), **state.state_dict()}, buf)
+    atomic_write_bytes(path, buf.getvalue(), overwrite=True)
+
+
+def _load_checkpoint(path: Path, key: _RunKey, state: _TrainState, dev: torch.device) -> None:
+    try:
+        saved = torch.load(path, map_location=dev, weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path}: cannot read the checkpoint ({e})") from e
+    key.check(path, saved)
+    state.load_state_dict(saved)
+
+
+@dataclass(frozen=True)
+class _Faces:
+    """Training faces (or a batch of them): in [0, 1] at the objectives' size, in [−1, 1] at the
+    network's resolution, and their inversion latents."""
+
+    x01: torch.Tensor
+    x_net: torch.Tensor
+    latents: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.x01.shape[0])
+
+    def __getitem__(self, idx: list[int]) -> _Faces:
+        return _Faces(self.x01[idx], self.x_net[idx], self.latents[idx])
+
+    def sha256(self) -> tuple[str, ...]:
+        return tuple(tensors_sha256({"image": f}) for f in self.x01.cpu())
+
+
+@dataclass(frozen=True)
+class _StepContext:
+    """What every step of a run shares: the config, the objectives' crop size, the schedule,
+    the tuned network (as ε and as its parameters) and the objectives."""
+
+    config: ProtectorConfig
+    size: int
+    ac: torch.Tensor
+    eps: EpsModel
+    params: list[torch.Tensor]
+    obj: _Objectives
+    sm: ScoreMatchingLoss
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -379,130 +541,109 @@ def finetune(
     ``fr`` builds the surrogate (and victim) FR models from their names; default: the offline
     zoo's, and required when ``config.fr_zoo`` is ``"paper"``.
     See the module docstring for the loop, checkpoint and log."""
+    _check_inputs(unet, score_cfg, faces_0_1, target_0_1)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = next(unet.parameters()).device
+    size = faces_0_1.shape[-1]
+    fr = fr if fr is not None else _offline_fr(config, size, dev)
+    faces01 = faces_0_1.detach().to(dev, torch.float32)
+    faces = _training_faces(unet.eval(), score_cfg, faces01, config, out / "latents")
+    target01 = target_0_1.detach().to(dev, torch.float32)
+    ctx, state = _start(init if init is not None else unet, score_cfg, config, size, target01, fr)
+    key = _RunKey(score_cfg.content_hash, config, faces.sha256())
+    ckpt_path = out / CHECKPOINT_NAME
+    resumed = resume and ckpt_path.is_file()
+    if resumed:
+        _load_checkpoint(ckpt_path, key, state, dev)
+    log = _open_log(out / LOG_NAME, state.progress.step if resumed else None)
+    _train(ctx, state, faces, log, partial(_save_checkpoint, ckpt_path, key, state), progress)
+    return Protector(
+        unet=_ema_net(state),
+        base_unet=unet,
+        base_cfg=score_cfg,
+        config=config,
+        target_embeddings=_target_embeddings(ctx, fr, target01),
+        face_sha256=list(key.face_sha256),
+        metrics={**state.progress.metrics, "steps": float(state.progress.step)},
+    )
+
+
+def _check_inputs(
+    unet: UNet2DModel, score_cfg: ScoreModelConfig, faces_0_1: torch.Tensor, target: torch.Tensor
+) -> None:
     _check_faces(faces_0_1, "faces_0_1")
-    _check_faces(target_0_1, "target_0_1")
+    _check_faces(target, "target_0_1")
     if faces_0_1.shape[0] < 1:
         raise ValueError("need at least one training face")
     if model_hash(unet) != score_cfg.content_hash:
         raise UserError("the base network's weights do not match score_cfg.content_hash")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dev = next(unet.parameters()).device
-    size, res = faces_0_1.shape[-1], score_cfg.resolution
-    ac = score_cfg.alphas_cumprod()
-    if fr is None:
-        if config.fr_zoo != "offline":
-            raise UserError(
-                f"a protector against the {config.fr_zoo} FR models needs those models: "
-                "pass their checkpoints"
-            )
-        fr = zoo_ensembles(size, dev)
 
-    faces01 = faces_0_1.detach().to(dev, torch.float32)
-    faces_net = _to_net(faces01, res)
-    base = unet.eval()
-    latents = _latents(base, score_cfg, faces_net, config.t0, config.n_inv, out / "latents")
 
-    tuned = copy.deepcopy(init if init is not None else unet).eval().requires_grad_(True)
+def _offline_fr(config: ProtectorConfig, size: int, dev: torch.device) -> EnsembleFactory:
+    if config.fr_zoo != "offline":
+        raise UserError(
+            f"a protector against the {config.fr_zoo} FR models needs those models: "
+            "pass their checkpoints"
+        )
+    return zoo_ensembles(size, dev)
+
+
+def _training_faces(
+    base: UNet2DModel,
+    score_cfg: ScoreModelConfig,
+    faces01: torch.Tensor,
+    config: ProtectorConfig,
+    latent_root: Path,
+) -> _Faces:
+    faces_net = _to_net(faces01, score_cfg.resolution)
+    latents = _latents(base, score_cfg, faces_net, config.t0, config.n_inv, latent_root)
+    return _Faces(faces01, faces_net, latents)
+
+
+def _start(
+    start: UNet2DModel,
+    score_cfg: ScoreModelConfig,
+    config: ProtectorConfig,
+    size: int,
+    target01: torch.Tensor,
+    fr: EnsembleFactory,
+) -> tuple[_StepContext, _TrainState]:
+    """A fresh run from the weights of ``start``: what its steps share, and its state."""
+    tuned = copy.deepcopy(start).eval().requires_grad_(True)
     params: list[torch.Tensor] = [p for p in tuned.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
     ema = _Ema(tuned, config.ema_decay)
     combiner = make_combiner(config.projection, config.beta)
-    obj = _Objectives(config, target_0_1.detach().to(dev, torch.float32), size, dev, fr)
+    obj = _Objectives(config, target01, size, target01.device, fr)
+    ac = score_cfg.alphas_cumprod()
     sm = ScoreMatchingLoss(ac, config.t0)
-    sm_gen = torch.Generator().manual_seed(config.seed)
-    tuned_eps = unet_eps(tuned)
+    state = _TrainState(tuned, ema, opt, combiner, torch.Generator().manual_seed(config.seed))
+    return _StepContext(config, size, ac, unet_eps(tuned), params, obj, sm), state
 
-    epoch, pos, step = 0, 0, 0
-    metrics: dict[str, float] = {}
-    sums, seen = dict.fromkeys(TERMS, 0.0), 0  # running sums of the current epoch
-    ckpt_path = out / CHECKPOINT_NAME
-    resumed = resume and ckpt_path.is_file()
-    if resumed:
-        try:
-            state = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        except Exception as e:
-            raise UserError(f"{ckpt_path}: cannot read the checkpoint ({e})") from e
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(f"{ckpt_path}: not a protector checkpoint")
-        if state["base_hash"] != score_cfg.content_hash:
-            raise UserError(f"{ckpt_path}: checkpoint was made from another base network")
-        if state["resume_key"] != _resume_key(config):
-            raise UserError(f"{ckpt_path}: checkpoint was made with another config")
-        if state["face_sha256"] != [tensors_sha256({"image": f}) for f in faces01.cpu()]:
-            raise UserError(f"{ckpt_path}: checkpoint was made on other training faces")
-        tuned.load_state_dict(state["tuned"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        if isinstance(combiner, GradVac) and state["projection"] is not None:
-            combiner.load_state_dict(state["projection"])
-        sm_gen.set_state(state["sm_rng"].cpu())  # map_location may have moved the RNG states
-        torch.set_rng_state(state["torch_rng"].cpu())
-        epoch, pos, step = state["epoch"], state["pos"], state["step"]
-        metrics = dict(state["metrics"])
-        sums, seen = dict(state["epoch_sums"]), int(state["epoch_seen"])
 
-    face_hashes = [tensors_sha256({"image": f}) for f in faces01.cpu()]
-
-    def checkpoint() -> None:
-        _save_checkpoint(
-            ckpt_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "base_hash": score_cfg.content_hash,
-                "resume_key": _resume_key(config),
-                "config": config.to_dict(),
-                "face_sha256": face_hashes,
-                "tuned": tuned.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": opt.state_dict(),
-                "projection": combiner.state_dict() if isinstance(combiner, GradVac) else None,
-                "sm_rng": sm_gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "epoch": epoch,
-                "pos": pos,
-                "step": step,
-                "metrics": metrics,
-                "epoch_sums": sums,
-                "epoch_seen": seen,
-            },
-        )
-
-    n_batches = math.ceil(faces01.shape[0] / config.batch)
+def _train(
+    ctx: _StepContext,
+    state: _TrainState,
+    faces: _Faces,
+    log: TextIO,
+    checkpoint: Callable[[], None],
+    progress: bool,
+) -> None:
+    """Train the remaining epochs; ``checkpoint()`` after each one and on Ctrl-C. Closes
+    ``log``."""
+    epochs, p = ctx.config.epochs, state.progress
+    n_batches = math.ceil(len(faces) / ctx.config.batch)
     bar = tqdm(
-        total=config.epochs * n_batches,
-        initial=min(epoch * n_batches + pos, config.epochs * n_batches),
+        total=epochs * n_batches,
+        initial=min(p.epoch * n_batches + p.pos, epochs * n_batches),
         disable=not progress,
         desc="finetune",
     )
-    log = _open_log(out / LOG_NAME, step if resumed else None)
     try:
-        while epoch < config.epochs:
-            batches = _batches(_epoch_order(faces01.shape[0], config.seed, epoch), config.batch)
-            while pos < len(batches):
-                idx = batches[pos]
-                x01, x_net, x_t0 = faces01[idx], faces_net[idx], latents[idx]
-                terms = _step(
-                    tuned_eps, ac, x01, x_net, x_t0, config, obj, sm, sm_gen, params, combiner, size
-                )
-                with _deferred_sigint():  # the step is applied whole or not at all
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    ema.update(tuned)
-                    step += 1
-                    pos += 1
-                    for k in TERMS:
-                        sums[k] += terms[k]
-                    seen += 1
-                    rec = {"epoch": epoch, "step": step, "time": time.time(), **terms}
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items()})
-                bar.update(1)
-            if seen:
-                metrics = {k: v / seen for k, v in sums.items()}
-            epoch, pos = epoch + 1, 0
-            sums, seen = dict.fromkeys(TERMS, 0.0), 0
+        while p.epoch < epochs:
+            _train_epoch(ctx, state, faces, log, bar)
+            p.end_epoch()
             checkpoint()
     except KeyboardInterrupt:
         checkpoint()
@@ -511,67 +652,73 @@ def finetune(
         log.close()
         bar.close()
 
-    ema_net = copy.deepcopy(tuned).requires_grad_(False).eval()
-    ema_net.load_state_dict(ema.shadow)
+
+def _train_epoch(
+    ctx: _StepContext, state: _TrainState, faces: _Faces, log: TextIO, bar: tqdm
+) -> None:
+    """The current epoch's batches from the progress's position on."""
+    p = state.progress
+    batches = _batches(_epoch_order(len(faces), ctx.config.seed, p.epoch), ctx.config.batch)
+    while p.pos < len(batches):
+        terms = _step(ctx, state, faces[batches[p.pos]])
+        with _deferred_sigint():  # the step is applied whole or not at all
+            state.take_step()
+            p.add(terms)
+            rec = {"epoch": p.epoch, "step": p.step, "time": time.time(), **terms}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items()})
+        bar.update(1)
+
+
+def _ema_net(state: _TrainState) -> UNet2DModel:
+    ema_net = copy.deepcopy(state.tuned).requires_grad_(False).eval()
+    ema_net.load_state_dict(state.ema.shadow)
+    return ema_net
+
+
+def _target_embeddings(
+    ctx: _StepContext, fr: EnsembleFactory, target01: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The target's reference embedding per surrogate and for the victim."""
+    config = ctx.config
     with torch.no_grad():
-        emb = {m: obj.identity.target_embedding(m).detach().cpu() for m in config.surrogates}
-        victim = fr([config.victim])
-        v_emb = victim(target_0_1.to(dev, torch.float32))[config.victim]
+        emb = {m: ctx.obj.identity.target_embedding(m).detach().cpu() for m in config.surrogates}
+        v_emb = fr([config.victim])(target01)[config.victim]
         emb[config.victim] = v_emb.mean(0, keepdim=True).cpu()
-    return Protector(
-        unet=ema_net,
-        base_unet=unet,
-        base_cfg=score_cfg,
-        config=config,
-        target_embeddings=emb,
-        face_sha256=face_hashes,
-        metrics={**metrics, "steps": float(step)},
-    )
+    return emb
 
 
-def _step(
-    eps: Any,
-    ac: torch.Tensor,
-    x01: torch.Tensor,
-    x_net: torch.Tensor,
-    x_t0: torch.Tensor,
-    config: ProtectorConfig,
-    obj: _Objectives,
-    sm: ScoreMatchingLoss,
-    sm_gen: torch.Generator,
-    params: list[torch.Tensor],
-    combiner: Any,
-    size: int,
-) -> dict[str, float]:
-    """Set ``.grad`` of ``params`` for one batch; returns the loss terms (batch means)."""
-    x_hat = generate(eps, ac, x_t0, config.t0, config.n_gen, checkpoint=config.checkpoint_gen)
+def _loss_terms(
+    ctx: _StepContext, batch: _Faces, sm_gen: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """The loss terms (batch means, with their graphs) of one batch."""
+    c, size, x01, lap = ctx.config, ctx.size, batch.x01, ctx.obj.laplacian
+    x_hat = generate(ctx.eps, ctx.ac, batch.latents, c.t0, c.n_gen, checkpoint=c.checkpoint_gen)
     x_hat01 = to_crop(x_hat, size)
-    l_a = obj.identity(x_hat01).mean()
-    l_e = obj.guide(x_hat01, x01).mean()
     zero = x_hat01.new_zeros(())
-    l_lap = obj.laplacian(x_hat01, x01).mean() if obj.laplacian is not None else zero
-    l_1 = l1_loss(x_hat01, x01).mean() if config.w_l1 > 0 else zero
-    l_lp = (
-        lowpass_l1_loss(x_hat01, x01, config.lowpass_sigma * size / WORKING_SIZE).mean()
-        if config.w_lowpass > 0
-        else zero
+    t = {"L_A": ctx.obj.identity(x_hat01).mean(), "L_E": ctx.obj.guide(x_hat01, x01).mean()}
+    t["L_lap"] = lap(x_hat01, x01).mean() if lap is not None else zero
+    t["L1"] = l1_loss(x_hat01, x01).mean() if c.w_l1 > 0 else zero
+    sigma = c.lowpass_sigma * size / WORKING_SIZE
+    t["L_lowpass"] = lowpass_l1_loss(x_hat01, x01, sigma).mean() if c.w_lowpass > 0 else zero
+    t["L_SM"] = ctx.sm(ctx.eps, batch.x_net, sm_gen).mean() if c.w_sm > 0 else zero
+    return t
+
+
+def _step(ctx: _StepContext, state: _TrainState, batch: _Faces) -> dict[str, float]:
+    """Set ``.grad`` of the tuned parameters for one batch; returns the loss terms (batch
+    means)."""
+    c, params, t = ctx.config, ctx.params, _loss_terms(ctx, batch, state.sm_gen)
+    g_a = _grads(c.w_id * t["L_A"], params, retain=True)
+    g_e = _grads(c.w_expr * t["L_E"], params, retain=True)
+    reg = (
+        c.w_lap * t["L_lap"] + c.w_l1 * t["L1"] + c.w_lowpass * t["L_lowpass"] + c.w_sm * t["L_SM"]
     )
-    l_sm = sm(eps, x_net, sm_gen).mean() if config.w_sm > 0 else zero
-    g_a = _grads(config.w_id * l_a, params, retain=True)
-    g_e = _grads(config.w_expr * l_e, params, retain=True)
-    reg = config.w_lap * l_lap + config.w_l1 * l_1 + config.w_lowpass * l_lp + config.w_sm * l_sm
     g_r = _grads(reg, params, False)
-    combined = combiner(g_a, g_e)
-    for p, c, r in zip(params, combined, g_r, strict=True):
-        p.grad = (c + r).to(p.dtype)
-    return {
-        "L_A": float(l_a.detach()),
-        "L_E": float(l_e.detach()),
-        "L_lap": float(l_lap.detach()),
-        "L_SM": float(l_sm.detach()),
-        "L1": float(l_1.detach()),
-        "L_lowpass": float(l_lp.detach()),
-    }
+    for p, g, r in zip(params, state.combiner(g_a, g_e), g_r, strict=True):
+        p.grad = (g + r).to(p.dtype)
+    return {k: float(t[k].detach()) for k in TERMS}
 
 
 # ----------------------------------------------------------------------------- artifact
