@@ -278,22 +278,24 @@ def protect_uploads(
         return WebResult(
             [], [], [], f"At most {MAX_FILES} photos per request; {len(uploads)} were given."
         )
-    names = [_display_name(u) for u in uploads]
+    request = _Request(
+        uploads=tuple(uploads),
+        names=tuple(_display_name(u) for u in uploads),
+        emotion=emotion,
+        target=Path(target) if target else None,
+        adapt=adapt,
+        robustness=robustness,
+    )
     scrub = [*{u.parent for u in uploads}, *([Path(target).parent] if target else [])]
     with tempfile.TemporaryDirectory(prefix=pid_prefix(WEB_WORK), dir=workroot) as tmp:
         work = Path(tmp)
         try:
             return _protect(
-                uploads,
-                names,
-                emotion,
-                Path(target) if target else None,
-                adapt,
-                progress,
-                publish,
-                protector_factory,
-                robustness,
+                request,
                 work,
+                progress=progress,
+                publish=publish,
+                protector_factory=protector_factory,
             )
         except PareidoliaError as e:
             return WebResult([], [], [], f"**Problem:** {_scrub(str(e), [work, *scrub])}")
@@ -315,17 +317,56 @@ def protect_uploads(
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """One request's photos and settings: the uploads (server paths) with the user's file
+    names, the expression of the protector, the target photo (None: no adaptation) with its
+    adaptation steps, and whether the report includes the robustness check."""
+
+    uploads: tuple[Path, ...]
+    names: tuple[str, ...]
+    emotion: str
+    target: Path | None
+    adapt: int
+    robustness: bool
+
+
+def _copy_uploads(request: _Request, work: Path) -> tuple[dict[int, Path], dict[int, str]]:
+    """Copy each upload into its own folder under the user's name: (the copies, the problems)
+    by upload index; a missing or oversized upload is a problem."""
+    problems: dict[int, str] = {}
+    inputs: dict[int, Path] = {}
+    for i, (upload, name) in enumerate(zip(request.uploads, request.names, strict=True)):
+        if not upload.is_file():
+            problems[i] = "the upload is missing on the server (upload it again)"
+        elif (too_large := _too_large(upload)) is not None:
+            problems[i] = too_large
+        else:
+            dest = work / "in" / str(i) / name
+            dest.parent.mkdir(parents=True)
+            shutil.copyfile(upload, dest)
+            inputs[i] = dest
+    return inputs, problems
+
+
+def _target(request: _Request) -> tuple[int, Any]:
+    """(adaptation steps, the target's working crop) of ``request``; (0, None) without a
+    target."""
+    if request.target is None:
+        return 0, None
+    steps = int(request.adapt)
+    if steps < 1:
+        raise UserError("a target face needs at least 1 adaptation step")
+    return steps, _load_target(request.target, _display_name(request.target))
+
+
 def _protect(
-    uploads: list[Path],
-    names: list[str],
-    emotion: str,
-    target: Path | None,
-    adapt: int,
+    request: _Request,
+    work: Path,
+    *,
     progress: ProgressFn | None,
     publish: Publisher,
     protector_factory: ProtectorFactory | None,
-    robustness: bool,
-    work: Path,
 ) -> WebResult:
     """The body of :func:`protect_uploads` inside its request folder ``work``."""
     from pareidolia.io import read_photo
@@ -336,29 +377,13 @@ def _protect(
         from pareidolia.default_protectors import default_protector
 
         protector_factory = default_protector
-    adapt_steps = 0
-    target_crop = None
-    if target is not None:
-        adapt_steps = int(adapt)
-        if adapt_steps < 1:
-            raise UserError("a target face needs at least 1 adaptation step")
-        target_crop = _load_target(target, _display_name(target))
-    protector = protector_factory(emotion)
-    options = ProtectOptions(out_dir=work / "out", adapt_steps=adapt_steps, robustness=robustness)
-
-    # Copy each upload into its own folder under the user's name; refuse oversized files.
-    problems: dict[int, str] = {}
-    inputs: dict[int, Path] = {}
-    for i, (upload, name) in enumerate(zip(uploads, names, strict=True)):
-        if not upload.is_file():
-            problems[i] = "the upload is missing on the server (upload it again)"
-        elif (too_large := _too_large(upload)) is not None:
-            problems[i] = too_large
-        else:
-            dest = work / "in" / str(i) / name
-            dest.parent.mkdir(parents=True)
-            shutil.copyfile(upload, dest)
-            inputs[i] = dest
+    names, target = request.names, request.target
+    adapt_steps, target_crop = _target(request)
+    protector = protector_factory(request.emotion)
+    options = ProtectOptions(
+        out_dir=work / "out", adapt_steps=adapt_steps, robustness=request.robustness
+    )
+    inputs, problems = _copy_uploads(request, work)
     reports: dict[int, PhotoReport] = {}
     if inputs:
         tracker = _Progress(progress, [names[i] for i in inputs])
