@@ -45,6 +45,17 @@ def test_classifier_gradients_reach_pixels_and_steps_lower_loss(guides, astronau
     assert guide(x, astronaut_crop).item() < start.item() - 0.1
 
 
+def test_classifier_is_the_zoo_expression_net_through_its_chip(guides, astronaut_crop) -> None:
+    guide = guides["happy"]
+    parent = torch.nn.Sequential(guide).train()
+    assert parent.training and not guide.net.training  # the frozen net stays in eval mode
+    assert guide.sampler is guide.model.chip and guide.sampler.chip == "faceapi112"
+    assert all(not p.requires_grad for p in guide.parameters())
+    expected = guide.net(guide.sampler(astronaut_crop))
+    assert torch.equal(guide.log_probs(astronaut_crop), expected)
+    guide.eval()
+
+
 @pytest.mark.parametrize("bad", ["neutral", "joy", "Happy", ""])
 def test_bad_emotion_names_raise(bad: str) -> None:
     with pytest.raises(ValueError, match="surprised"):

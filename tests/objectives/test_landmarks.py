@@ -73,3 +73,19 @@ def test_laplacian_loss_on_astronaut(lap: LaplacianLoss, astronaut_crop: torch.T
     assert loss.shape == (1,) and loss.item() > 0
     loss.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_laplacian_loss_is_the_zoo_landmark_net_through_its_chip(
+    lap: LaplacianLoss, astronaut_crop: torch.Tensor
+) -> None:
+    """The parts that refinement reaches for (``sampler.chip``, ``net``) are the zoo model's, the
+    net stays frozen in eval mode under a parent's ``train()``, and the points are the net's
+    output on the chip, in chip pixels."""
+    parent = torch.nn.Sequential(lap).train()
+    assert parent.training and not lap.net.training
+    assert lap.sampler is lap.model.chip and lap.net is lap.model.net
+    assert lap.sampler.chip == "faceapi112" and lap.chip_size == lap.sampler.size == 112
+    assert all(not p.requires_grad for p in lap.parameters())
+    expected = lap.net(lap.sampler(astronaut_crop)) * lap.chip_size
+    assert torch.equal(lap.landmarks(astronaut_crop), expected)
+    lap.eval()

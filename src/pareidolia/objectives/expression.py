@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pareidolia.errors import UserError
-from pareidolia.faces.align import ChipSampler
+from pareidolia.objectives.chip_net import ChipNet
 from pareidolia.runtime import WORKING_SIZE
-from pareidolia.zoo import registry
 from pareidolia.zoo.spec import EMOTIONS
 
 EXPRESSION_MODEL = "faceapi_expression"
@@ -69,7 +68,7 @@ def check_target_emotion(emotion: str) -> int:
     return EMOTIONS.index(emotion)
 
 
-class ClassifierGuide(nn.Module):
+class ClassifierGuide(ChipNet):
     """Cross-entropy −log p(emotion | chip(x̂)) of the face-api expression net (§3.3 b).
 
     ``x_orig`` is not used: the classifier judges the edited face on its own. The net's weights
@@ -79,21 +78,14 @@ class ClassifierGuide(nn.Module):
     def __init__(
         self, emotion: str, working_size: int = WORKING_SIZE, device: torch.device | str = "cpu"
     ) -> None:
-        super().__init__()
+        target = check_target_emotion(emotion)  # before the net is loaded
+        super().__init__(EXPRESSION_MODEL, working_size, device)
         self.emotion = emotion
-        self.target = check_target_emotion(emotion)
-        self.net = registry.load(EXPRESSION_MODEL, device)
-        self.sampler = ChipSampler(registry.get(EXPRESSION_MODEL).chip, working_size).to(device)
+        self.target = target
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 7) log-probabilities in :data:`EMOTIONS` order of working crops in [0, 1]."""
-        return self.net(self.sampler(x))
-
-    def train(self, mode: bool = True) -> ClassifierGuide:
-        """Keep the frozen net in eval mode even when a parent module switches to training."""
-        super().train(mode)
-        self.net.eval()
-        return self
+        return self.model(x)
 
     def forward(self, x_hat: torch.Tensor, x_orig: torch.Tensor | None = None) -> torch.Tensor:
         return -self.log_probs(x_hat)[:, self.target]

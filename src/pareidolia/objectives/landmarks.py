@@ -12,11 +12,9 @@ squared Laplacian change of one chip pixel.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from pareidolia.faces.align import ChipSampler
+from pareidolia.objectives.chip_net import ChipNet
 from pareidolia.runtime import WORKING_SIZE
-from pareidolia.zoo import registry
 
 LANDMARK_MODEL = "faceapi_landmarks"
 
@@ -77,27 +75,18 @@ def laplacian_change(points_hat: torch.Tensor, points_orig: torch.Tensor) -> tor
     return d.pow(2).sum(-1).mean(-1)
 
 
-class LaplacianLoss(nn.Module):
+class LaplacianLoss(ChipNet):
     """L_lap per sample (B,) between edited and original working crops (B, 3, W, W) in [0, 1]."""
 
     def __init__(
         self, working_size: int = WORKING_SIZE, device: torch.device | str = "cpu"
     ) -> None:
-        super().__init__()
-        spec = registry.get(LANDMARK_MODEL)
-        self.net = registry.load(LANDMARK_MODEL, device)
-        self.sampler = ChipSampler(spec.chip, working_size).to(device)
+        super().__init__(LANDMARK_MODEL, working_size, device)
         self.chip_size = self.sampler.size
 
     def landmarks(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 68, 2) points in chip pixels of working crops in [0, 1]."""
-        return self.net(self.sampler(x)) * self.chip_size
-
-    def train(self, mode: bool = True) -> LaplacianLoss:
-        """Keep the frozen net in eval mode even when a parent module switches to training."""
-        super().train(mode)
-        self.net.eval()
-        return self
+        return self.model(x) * self.chip_size
 
     def forward(self, x_hat: torch.Tensor, x_orig: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
