@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from pareidolia.cli import main
+from pareidolia.diffusion.models import SHIPPED_PRIOR_SPEC, canonical_spec
 from pareidolia.errors import UserError
 from pareidolia.faces.align import to_tensor, warp_crop, working_alignment
 from pareidolia.io import read_photo
@@ -36,6 +37,7 @@ from pareidolia.protect import ProtectOptions, expand_inputs, protect_files, pro
 from pareidolia.protector import Protector, save_protector
 from pareidolia.refine import RefineConfig
 from pareidolia.report import FaceReport, PhotoReport, SkippedFace, exit_status
+from pareidolia.runtime import pick_device
 from pareidolia.zoo import registry
 from pareidolia.zoo.spec import EMOTIONS
 
@@ -132,7 +134,9 @@ def _finite_numbers(x: Any) -> Iterator[float]:
 
 def test_json_report_schema(astronaut_run: dict[str, Any]) -> None:
     report = astronaut_run["report"]
-    assert set(report) == {"far", "photos"}
+    assert set(report) == {"far", "photos", "run"}
+    assert report["run"]["device"] == str(pick_device("auto"))  # where it ran, and on what
+    assert canonical_spec(report["run"]["model"]) == SHIPPED_PRIOR_SPEC
     photo = report["photos"][0]
     assert set(photo) == {
         "path",

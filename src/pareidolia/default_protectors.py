@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from pareidolia.checksums import file_sha256
+from pareidolia.diffusion.models import SHIPPED_PRIOR_SPEC
 from pareidolia.errors import OptionError, UserError
 from pareidolia.protector import Protector, load_protector
 
@@ -59,9 +59,15 @@ def default_target_crop() -> np.ndarray:
     return read_photo(default_target_path()).rgb
 
 
-def default_protector(emotion: str = DEFAULT_EMOTION, device: str = "cpu") -> Protector:
-    """The shipped protector for ``emotion`` on the shipped offline prior (checksum verified)."""
-    from pareidolia.diffusion.prior import default_prior
+def default_protector(
+    emotion: str = DEFAULT_EMOTION,
+    device: torch.device | str = "cpu",
+    model: str = SHIPPED_PRIOR_SPEC,
+) -> Protector:
+    """The shipped protector for ``emotion`` (checksum verified) on ``device``. The shipped
+    protectors were made on the shipped offline prior: a base network ``model`` other than it
+    is refused with one line (a :class:`UserError`)."""
+    from pareidolia.diffusion.models import canonical_spec, shared_score_model
 
     entry = _index()["protectors"].get(emotion)
     if entry is None:
@@ -74,8 +80,12 @@ def default_protector(emotion: str = DEFAULT_EMOTION, device: str = "cpu") -> Pr
     path = SHIPPED / entry["file"]
     if not path.is_file() or file_sha256(path) != entry["sha256"]:
         raise UserError(f"{path}: shipped protector missing or corrupt; reinstall pareidolia")
-    unet, cfg = default_prior()
-    protector = load_protector(path, unet, cfg)
-    for net in (protector.unet, protector.base_unet):
-        nn.Module.to(net, torch.device(device))  # diffusers' typed ``to`` hides Module.to
-    return protector
+    if canonical_spec(model) != SHIPPED_PRIOR_SPEC:
+        raise OptionError(
+            f"the shipped protectors were made on the shipped prior, not on {{model}} {model}; "
+            f"give a protector made on it ({{protector}}, from `pareidolia train --model {model}`)",
+            "model",
+            "protector",
+        )
+    unet, cfg = shared_score_model(SHIPPED_PRIOR_SPEC, device)
+    return load_protector(path, unet, cfg)

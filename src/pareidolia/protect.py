@@ -84,10 +84,12 @@ __all__ = [
     "protect_files",
     "protect_photo",
     "retarget",
+    "run_record",
 ]
 
 SUFFIX = "_protected"
-DEVICE = "cpu"  # where the pipeline's own models (refinement, retargeting) run
+# The pipeline's own models (refinement, retargeting, the report's FR models and judge) run
+# where the protector is (:attr:`Protector.device`): one device per run, picked by the caller.
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: ``photos``, ``faces`` (faces of the current photo
@@ -209,13 +211,19 @@ def format_change(photo: Photo, output: Path) -> str | None:
 BATCH = 8  # faces per protector / refinement batch (bounds memory on photos with many faces)
 
 
+def run_record(protector: Protector) -> dict[str, str]:
+    """Where a run computes and with what base network (the reports' ``run`` entry)."""
+    return {"device": str(protector.device), "model": protector.base_cfg.source}
+
+
 @cache
 def _refiner(
-    surrogates: tuple[str, ...], emotion: str, config: RefineConfig, device: str
+    surrogates: tuple[str, ...], emotion: str, config: RefineConfig, device: torch.device
 ) -> Refiner:
     """The refinement's models for one (surrogates, emotion, config) on ``device``, loaded
     once per device."""
-    return Refiner(surrogates, emotion, config, zoo_ensembles(WORKING_SIZE, device))
+    fr = zoo_ensembles(WORKING_SIZE, device)
+    return Refiner(surrogates, emotion, config, fr, WORKING_SIZE, device)
 
 
 def retarget(protector: Protector, target_crop: torch.Tensor) -> Protector:
@@ -224,9 +232,10 @@ def retarget(protector: Protector, target_crop: torch.Tensor) -> Protector:
     scores against; the protector's weights are unchanged)."""
     names = registry.names("fr")
     with torch.no_grad():
-        emb = zoo_ensembles(WORKING_SIZE, DEVICE)(names)(target_crop.float())
+        dev = protector.device
+        emb = zoo_ensembles(WORKING_SIZE, dev)(names)(target_crop.to(dev, torch.float32))
     return replace(
-        protector, target_embeddings={m: e.mean(0, keepdim=True) for m, e in emb.items()}
+        protector, target_embeddings={m: e.mean(0, keepdim=True).cpu() for m, e in emb.items()}
     )
 
 
@@ -243,8 +252,9 @@ def _refinement(
     missing = [m for m in names if m not in protector.target_embeddings]
     if missing:
         raise UserError(f"the protector has no target embedding for {', '.join(missing)}")
-    refiner = _refiner(tuple(names), protector.config.emotion, c, DEVICE)
-    return refiner, {m: protector.target_embeddings[m] for m in names}
+    dev = protector.device
+    refiner = _refiner(tuple(names), protector.config.emotion, c, dev)
+    return refiner, {m: protector.target_embeddings[m].to(dev) for m in names}
 
 
 def _batches(small: Sequence[bool]) -> list[list[int]]:
@@ -270,6 +280,7 @@ def _edit_batch(
 ) -> torch.Tensor:
     """One batch of :func:`edit_in_batches`; ``step(done, total)`` after each refinement step."""
     refinement = _refinement(protector, options)
+    x0 = x0.to(protector.device)
     guide = None
     if refinement is not None and options.refine.guide_steps > 0:
         refiner, target = refinement
@@ -282,7 +293,7 @@ def _edit_batch(
     if refinement is not None and options.refine.steps > 0:
         refiner, target = refinement
         edited = refiner(x0, edited, target, side, step)
-    return edited
+    return edited.cpu()
 
 
 def edit_in_batches(
@@ -458,7 +469,7 @@ def protect_photo(
         edited,
         protector.target_embeddings,
         robustness=options.robustness,
-        device=DEVICE,
+        device=str(protector.device),
     )
     report.seconds = time.perf_counter() - start
     return out, report

@@ -78,12 +78,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT",
+    "BaseRecord",
     "Protector",
     "ProtectorConfig",
     "adapt_protector",
     "apply_protector",
     "finetune",
     "load_protector",
+    "protector_base",
     "save_protector",
 ]
 
@@ -197,6 +199,14 @@ class Protector:
     target_embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
     face_sha256: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    # how it was made: ``device`` (where it was tuned), set by :func:`finetune`
+    run: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the protector's networks are (and the photo pipeline runs its models)."""
+        first = next(self.unet.parameters(), None)
+        return torch.device("cpu") if first is None else first.device
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -566,6 +576,7 @@ def finetune(
         target_embeddings=_target_embeddings(ctx, fr, target01),
         face_sha256=list(key.face_sha256),
         metrics={**state.progress.metrics, "steps": float(state.progress.step)},
+        run={"device": str(dev)},
     )
 
 
@@ -754,19 +765,23 @@ def save_protector(
         "victim": protector.config.victim,
         "face_sha256": protector.face_sha256,
         "metrics": protector.metrics,
+        "run": protector.run,
     }
     data = st_save(tensors, metadata={"format": FORMAT, "protector": json.dumps(info)})
     atomic_write_bytes(path, data, overwrite=overwrite)
     return path
 
 
-def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+def _read(path: Path, with_tensors: bool = True) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The file's metadata and (``with_tensors``) its tensors; one :class:`UserError` line for
+    a folder, a missing file or a damaged one."""
     if path.is_dir():
         raise UserError(f"{path}: is a folder; a protector is one file (.safetensors)")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            names = list(f.keys()) if with_tensors else []
+            tensors = {k: f.get_tensor(k) for k in names}
     except FileNotFoundError:
         raise UserError(f"{path}: no such protector file") from None
     except Exception as e:  # safetensors reports damage with several exception types
@@ -821,6 +836,35 @@ def _check_weights(
             )
 
 
+@dataclass(frozen=True)
+class BaseRecord:
+    """The base network a protector file records: its weights' hash and its source (the spec
+    it was loaded from, :attr:`ScoreModelConfig.source`)."""
+
+    model_hash: str
+    source: str
+
+
+def _header(path: Path, meta: Mapping[str, str]) -> dict[str, Any]:
+    if meta.get("format") != FORMAT or "protector" not in meta:
+        raise UserError(f"{path}: not a pareidolia protector (format {meta.get('format')!r})")
+    try:
+        info: dict[str, Any] = json.loads(meta["protector"])
+        str(info["base_model_hash"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: protector header is damaged: {e}") from e
+    return info
+
+
+def protector_base(path: str | Path) -> BaseRecord:
+    """The base network recorded in the protector file ``path`` (header only; nothing loaded).
+    Raises :class:`UserError` for a missing, unreadable or damaged file."""
+    path = Path(path)
+    meta, _ = _read(path, with_tensors=False)
+    info = _header(path, meta)
+    return BaseRecord(str(info["base_model_hash"]), str(info.get("base_source", "")))
+
+
 def load_protector(
     path: str | Path, base_unet: UNet2DModel, base_cfg: ScoreModelConfig
 ) -> Protector:
@@ -832,19 +876,21 @@ def load_protector(
     """
     path = Path(path)
     meta, tensors = _read(path)
-    if meta.get("format") != FORMAT or "protector" not in meta:
-        raise UserError(f"{path}: not a pareidolia protector (format {meta.get('format')!r})")
+    info = _header(path, meta)
     try:
-        info = json.loads(meta["protector"])
         config = ProtectorConfig.from_dict(info["config"])
-        base_hash = info["base_model_hash"]
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path}: protector header is damaged: {e}") from e
+    base_hash = info["base_model_hash"]
     actual = model_hash(base_unet)
     if base_hash != actual or base_hash != base_cfg.content_hash:
+        from pareidolia.diffusion.models import canonical_spec
+
+        made_on = canonical_spec(str(info.get("base_source") or "")) or "another network"
         raise UserError(
-            f"{path}: this protector was tuned from base model {base_hash[:12]}…, but the base "
-            f"model given is {actual[:12]}…; load it with the base network it was made from"
+            f"{path}: this protector was tuned from base model {made_on} ({base_hash[:12]}…), "
+            f"not from {base_cfg.source} ({actual[:12]}…); use it with the base network it "
+            f"was made from (--model {made_on})"
         )
     if tensors_sha256(tensors) != info.get("tensors_sha256"):
         raise UserError(f"{path}: protector tensors fail their checksum (corrupt file)")
@@ -873,6 +919,7 @@ def load_protector(
         target_embeddings=emb,
         face_sha256=list(info.get("face_sha256", [])),
         metrics=dict(info.get("metrics", {})),
+        run={str(k): str(v) for k, v in dict(info.get("run") or {}).items()},
     )
 
 

@@ -303,6 +303,7 @@ def measure_faces(
     from pareidolia.zoo.registry import JUDGE
 
     embedder, judge = FaceEmbedder(device=device), shared_zoo_model(JUDGE, size, device)
+    target = {m: e.detach().cpu() for m, e in target.items()}  # the embedder's are on the CPU
     originals = [embedder.embed(original, f.face.landmarks) for f in faces]
     robust = (
         _robustness(written, [f.face for f in faces], originals, target, embedder)

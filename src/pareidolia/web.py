@@ -421,7 +421,8 @@ def _protect(
         pairs.append(Pair(name, publish(original), publish(protected)))
         served.append(publish(report.output))
     report_path = work / "pareidolia-report.json"
-    report_path.write_text(reports_json(shown), "utf-8")
+    # where it ran (not the base network's source: a server path)
+    report_path.write_text(reports_json(shown, run={"device": str(protector.device)}), "utf-8")
     served.append(publish(report_path))
 
     protected_n = len(pairs)
@@ -932,8 +933,10 @@ def serve(
     port: int = DEFAULT_PORT,
     protector_factory: ProtectorFactory | None = None,
     keep_seconds: float = KEEP_SECONDS,
+    emotions: Sequence[str] | None = None,
 ) -> None:
-    """Run the page until interrupted (Ctrl-C, SIGTERM or SIGHUP); uploads and results are
+    """Run the page (``protector_factory`` and ``emotions`` as for :func:`build_app`) until
+    interrupted (Ctrl-C, SIGTERM or SIGHUP); uploads and results are
     deleted ``keep_seconds`` after they were made, the cache folder on the way out, and those
     of earlier servers that were killed at the start."""
     _gradio()
@@ -942,7 +945,7 @@ def serve(
     with stop_signals_interrupt(), private_cache() as cache, contextlib.suppress(KeyboardInterrupt):
         # a stop (Ctrl-C, SIGTERM, SIGHUP) is a clean exit wherever it lands: while the page
         # is built or starting up, not only inside Gradio's blocking loop
-        app = build_app(protector_factory, keep_seconds=keep_seconds)
+        app = build_app(protector_factory, emotions, keep_seconds=keep_seconds)
         try:
             app.launch(**launch_kwargs(host, port, cache, keep_seconds))  # blocks until stopped
         except OSError as e:

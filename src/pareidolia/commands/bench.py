@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pareidolia.commands.options import add_device_option, add_model_option
 from pareidolia.errors import UserError
 
 DEFAULT_OUT = "pareidolia-bench"
@@ -97,9 +98,7 @@ def add_bench_parser(sub: Any) -> None:
     b.add_argument("--victims", help="comma-separated victims (default: every FR model)")
     b.add_argument("--methods", help="comma-separated methods (default: all)")
     b.add_argument("--map-epochs", type=int, help="epochs of the MAP protectors trained here")
-    b.add_argument("--model", default="prior:",
-                   help="MAP's base score network, as for `pareidolia train --model` (default: "
-                   "the shipped offline prior; the paper's: paper-ckpt:PATH/celeba_hq.ckpt)")  # fmt: skip
+    add_model_option(b, "prior:", " (default prior; the paper's: paper-ckpt:PATH/celeba_hq.ckpt)")
     b.add_argument("--protector", action="append", default=[], metavar="VICTIM=PATH",
                    help="use this protector for VICTIM instead of training one (repeatable)")  # fmt: skip
     b.add_argument(
@@ -115,7 +114,7 @@ def add_bench_parser(sub: Any) -> None:
     )
     b.add_argument("--fr-preprocess", choices=("resize", "crop"), default="resize",
                    help="paper: resize the whole 256 crop, or crop the face first")  # fmt: skip
-    b.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    add_device_option(b)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--quiet", action="store_true", help="no progress output")
     b.set_defaults(func=run, flags={"protectors": "--protector"})

@@ -9,10 +9,14 @@ protection report (per FR model: similarity to the original and to the target, b
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pareidolia.io import atomic_write_bytes, encode_photo
+
+if TYPE_CHECKING:
+    import torch
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "data" / "astronaut.jpg"
 AMPLIFY = 8.0
@@ -32,15 +36,21 @@ def side_by_side(original: np.ndarray, protected: np.ndarray, box: tuple[float, 
     return np.concatenate([a, gap, b, gap, amp], axis=1)
 
 
-def run_demo(out_dir: Path | None = None, as_json: bool = False) -> int:
-    """Protect the astronaut with the default protector; print the report; 0 on success."""
-    from pareidolia.default_protectors import default_protector
+def run_demo(
+    out_dir: Path | None = None,
+    as_json: bool = False,
+    device: torch.device | str = "cpu",
+    model: str = "prior:",
+) -> int:
+    """Protect the astronaut with the default protector on ``device`` (its base network
+    ``model``: the shipped prior, or a one-line refusal); print the report; 0 on success."""
+    from pareidolia.default_protectors import DEFAULT_EMOTION, default_protector
     from pareidolia.io import read_photo
-    from pareidolia.protect import ProtectOptions, protect_files
+    from pareidolia.protect import ProtectOptions, protect_files, run_record
     from pareidolia.report import render_text, reports_json
 
     out = out_dir or Path("pareidolia-demo")
-    protector = default_protector()
+    protector = default_protector(DEFAULT_EMOTION, device, model)
     reports = protect_files([ASTRONAUT], protector, ProtectOptions(out_dir=out))
     report = reports[0]
     if report.output is None or not report.faces:
@@ -50,7 +60,7 @@ def run_demo(out_dir: Path | None = None, as_json: bool = False) -> int:
     image = side_by_side(original, protected, report.faces[0].box)
     atomic_write_bytes(panel, encode_photo(image, "PNG"), overwrite=True)
     if as_json:
-        print(reports_json([report], side_by_side=str(panel)))
+        print(reports_json([report], side_by_side=str(panel), run=run_record(protector)))
     else:
         print(render_text([report]))
         print(f"side by side (original | protected | difference ×{AMPLIFY:g}): {panel}")

@@ -18,6 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pareidolia.commands.options import add_device_option, add_model_option
 from pareidolia.errors import UserError
 
 if TYPE_CHECKING:
@@ -300,7 +301,7 @@ def add_prior_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     )
     t.add_argument("--head-dim", type=int, default=32, help="attention head width")
     t.add_argument("--seed", type=int, default=0, help="seed of the init, data and noise")
-    t.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    add_device_option(t)
     t.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     t.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     t.add_argument("--log-every", type=int, default=10, help="steps per log.jsonl line")
@@ -314,9 +315,7 @@ def add_prior_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     e = psub.add_parser(
         "eval", help="DDIM round trip of the held-out faces: PSNR, SSIM, FR, expression"
     )
-    e.add_argument(
-        "--model", default="prior:", help="score model spec (default: the shipped prior)"
-    )
+    add_model_option(e, "prior:", " (default prior)")
     e.add_argument(
         "--faces", help="face set folder or folder of aligned crops (default: held-out split)"
     )
@@ -328,7 +327,7 @@ def add_prior_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         default=(),
         help=f"also report means at these t0, e.g. {DEFAULT_SWEEP}",
     )
-    e.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    add_device_option(e)
     e.add_argument(
         "--write-card", action="store_true", help="store eval.json and update MODEL_CARD.md"
     )

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pareidolia.commands.options import add_device_option, add_model_option, device_of
 from pareidolia.errors import UserError
 from pareidolia.runtime import ADAPT_STEPS
 
@@ -88,6 +89,11 @@ def add_protect_parser(sub: Any) -> None:
         action="store_true",
         help="skip the check after a simulated social-network upload",
     )
+    add_model_option(
+        p, None, "; default: the base network the --protector records (the shipped prior "
+        "for the shipped protectors)"
+    )  # fmt: skip
+    add_device_option(p)
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=cmd_protect, flags=FLAGS)
 
@@ -125,10 +131,13 @@ def _options(args: argparse.Namespace) -> ProtectOptions:
     return options
 
 
-def _protector(args: argparse.Namespace) -> Protector:
+def protector_for(args: argparse.Namespace, device: torch.device) -> Protector:
+    """The protector the flags name, on ``device``: ``--protector FILE`` on the base network
+    ``--model`` names, or (without ``--model``) on the one the file records; else the shipped
+    protector for ``--emotion`` (on the shipped prior; another ``--model`` is refused)."""
     if args.protector:
-        from pareidolia.diffusion.prior import default_prior
-        from pareidolia.protector import load_protector
+        from pareidolia.diffusion.models import recorded_spec, shared_score_model
+        from pareidolia.protector import load_protector, protector_base
 
         path = Path(args.protector)
         if path.is_dir():
@@ -137,10 +146,13 @@ def _protector(args: argparse.Namespace) -> Protector:
             )
         if not path.exists():
             raise UserError(f"{path}: no such protector file")
-        return load_protector(path, *default_prior())
+        spec = args.model or recorded_spec(protector_base(path).source or "prior:")
+        return load_protector(path, *shared_score_model(spec, device))
     from pareidolia.default_protectors import DEFAULT_EMOTION, default_protector
+    from pareidolia.diffusion.models import SHIPPED_PRIOR_SPEC
 
-    return default_protector(args.emotion or DEFAULT_EMOTION)
+    emotion = args.emotion or DEFAULT_EMOTION
+    return default_protector(emotion, device, args.model or SHIPPED_PRIOR_SPEC)
 
 
 def _target(args: argparse.Namespace, adapt: int) -> torch.Tensor | None:
@@ -215,17 +227,24 @@ def _problems(reports: list[PhotoReport]) -> list[str]:
 
 def cmd_protect(args: argparse.Namespace) -> int:
     """Run ``pareidolia protect``; returns the exit status (see the module docstring)."""
-    from pareidolia.protect import Interrupted, check_output_folder, expand_inputs, protect_files
+    from pareidolia.protect import (
+        Interrupted,
+        check_output_folder,
+        expand_inputs,
+        protect_files,
+        run_record,
+    )
     from pareidolia.report import exit_status
     from pareidolia.stale import remove_stale
 
     remove_stale()  # face data a killed `--adapt` or web server left in the temporary folder
     options = _options(args)
+    device = device_of(args)
     paths = [Path(p) for p in args.paths]
     files = expand_inputs(paths, options.out_dir)  # bad inputs end the run before any work
     if options.out_dir is not None:
         check_output_folder(options.out_dir)
-    protector = _protector(args)
+    protector = protector_for(args, device)
     target = _target(args, options.adapt_steps)
     bar = _Bar()
     progress: Progress = bar
@@ -233,20 +252,29 @@ def cmd_protect(args: argparse.Namespace) -> int:
         reports = protect_files(files, protector, options, progress, target_crop=target)
     except Interrupted as stop:  # Ctrl-C: say what was done (and written) before it
         bar.close()
-        _print_reports(stop.reports, args.json, interrupted=True)
+        _print_reports(stop.reports, args.json, interrupted=True, run=run_record(protector))
         raise
     finally:
         bar.close()
-    _print_reports(reports, args.json)
+    _print_reports(reports, args.json, run=run_record(protector))
     return exit_status(reports)
 
 
-def _print_reports(reports: list[PhotoReport], as_json: bool, *, interrupted: bool = False) -> None:
+def _print_reports(
+    reports: list[PhotoReport],
+    as_json: bool,
+    *,
+    interrupted: bool = False,
+    run: dict[str, str] | None = None,
+) -> None:
     """The report on stdout (a table or JSON), then one line per problem on stderr."""
     from pareidolia.report import render_text, reports_json
 
     if as_json:
-        print(reports_json(reports, **({"interrupted": True} if interrupted else {})))
+        extra: dict[str, Any] = {"run": run} if run else {}
+        if interrupted:
+            extra["interrupted"] = True
+        print(reports_json(reports, **extra))
     else:
         print(render_text(reports))
         if interrupted:

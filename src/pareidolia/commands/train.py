@@ -19,6 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pareidolia.commands.options import add_device_option, add_model_option, device_of
 from pareidolia.errors import NoFaceError, UserError
 from pareidolia.runtime import WORKING_SIZE
 
@@ -49,9 +50,12 @@ def training_faces(folder: Path) -> tuple[list[str], torch.Tensor]:
     return [n for n, _ in pairs], to_tensor([c for _, c in pairs])
 
 
+PAPER_DEFAULT_VICTIM = "ir152"
+"""The victim of ``train --fr-zoo paper`` without ``--victim`` (the other three are surrogates)."""
+
+
 def _config(args: argparse.Namespace) -> Any:
-    from pareidolia.protector import ProtectorConfig
-    from pareidolia.zoo import registry
+    from pareidolia.protector import ProtectorConfig, fr_model_names
 
     values: dict[str, Any] = {}
     if args.config:
@@ -62,15 +66,38 @@ def _config(args: argparse.Namespace) -> Any:
     flags = {
         "emotion": args.emotion, "victim": args.victim, "epochs": args.epochs, "lr": args.lr,
         "t0": args.t0, "projection": args.projection, "seed": args.seed,
+        "fr_zoo": args.fr_zoo,
     }  # fmt: skip
     values.update({k: v for k, v in flags.items() if v is not None})
+    if values.get("fr_zoo") == "paper":
+        values.setdefault("victim", PAPER_DEFAULT_VICTIM)
     if "victim" in values and "surrogates" not in values:
-        values["surrogates"] = [m for m in registry.names("fr") if m != values["victim"]]
+        names = fr_model_names(str(values.get("fr_zoo", "offline")))
+        values["surrogates"] = [m for m in names if m != values["victim"]]
     return ProtectorConfig.from_dict(values)
 
 
+def paper_fr(args: argparse.Namespace, device: torch.device) -> Any:
+    """The surrogate ensembles of a ``--fr-zoo paper`` protector: the paper's FR models from
+    ``--fr-weights DIR`` (as ``bench --protocol paper``); one line naming what is missing."""
+    from pareidolia.evaluation.protocol import PAPER_CROP_BOX
+    from pareidolia.objectives.identity import SurrogateEnsemble
+    from pareidolia.zoo.paper_fr import PAPER_FR, paper_chip_models, paper_preprocess
+
+    if not args.fr_weights:
+        files = ", ".join(s.checkpoint for s in PAPER_FR.values())
+        raise UserError(f"--fr-zoo paper needs --fr-weights DIR, a folder with {files}")
+    prep = paper_preprocess(args.fr_preprocess)
+    models = paper_chip_models(args.fr_weights, device, prep, PAPER_CROP_BOX)
+
+    def fr(names: Any) -> Any:
+        return SurrogateEnsemble([m for m in models if m.name in names])
+
+    return fr
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pareidolia.diffusion.models import load_score_model
+    from pareidolia.diffusion.models import shared_score_model
     from pareidolia.locate import target_face
     from pareidolia.protector import finetune, save_protector
 
@@ -80,17 +107,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: output folder does not exist")
     config = _config(args)
+    device = device_of(args)
+    if args.fr_weights and config.fr_zoo != "paper":
+        raise UserError("--fr-weights is for --fr-zoo paper (the offline zoo ships its weights)")
+    fr = paper_fr(args, device) if config.fr_zoo == "paper" else None
     names, faces = training_faces(Path(args.faces))
     target = target_face(Path(args.target), WORKING_SIZE)
-    unet, score_cfg = load_score_model(args.model)
-    unet.to(args.device)
+    unet, score_cfg = shared_score_model(args.model, device)
     work = out.with_name(out.name + WORK_SUFFIX)
     print(f"training on {len(names)} faces; target {args.target}; work folder {work}")
-    print(f"config: {config.to_json()}")
+    print(f"config: {config.to_json()}; base network {score_cfg.source} on {device}")
     start = time.perf_counter()
     protector = finetune(
-        unet, score_cfg, faces.to(args.device), target.to(args.device), config, work,
-        progress=not args.quiet, resume=args.resume,
+        unet, score_cfg, faces.to(device), target.to(device), config, work,
+        progress=not args.quiet, resume=args.resume, fr=fr,
     )  # fmt: skip
     protector.metrics["train_seconds"] = round(time.perf_counter() - start, 1)
     save_protector(out, protector, overwrite=args.overwrite)
@@ -99,7 +129,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
-    from pareidolia.diffusion.models import load_score_model
+    from pareidolia.diffusion.models import shared_score_model
     from pareidolia.faces.align import to_tensor, to_uint8
     from pareidolia.io import output_path_for, read_photo, write_photo
     from pareidolia.protector import apply_protector, load_protector
@@ -115,11 +145,11 @@ def _cmd_apply(args: argparse.Namespace) -> int:
                 f"{ph.path}: not an aligned face crop ({w}×{h}); crops are square, ≥ 64 px "
                 "(use `pareidolia protect` for photos)"
             )
-    unet, score_cfg = load_score_model(args.model)
+    unet, score_cfg = shared_score_model(args.model, device_of(args))
     protector = load_protector(args.protector, unet, score_cfg)
     for ph in photos:
         start = time.perf_counter()
-        edited = to_uint8(apply_protector(protector, to_tensor(ph.rgb)))[0]
+        edited = to_uint8(apply_protector(protector, to_tensor(ph.rgb)).cpu())[0]
         dest = write_photo(output_path_for(ph.path, out_dir), edited, like=ph)
         print(f"{ph.path} -> {dest} ({time.perf_counter() - start:.2f} s)")
     return 0
@@ -139,8 +169,18 @@ def add_train_parsers(sub: Any) -> None:
     t.add_argument("--t0", type=int)
     t.add_argument("--projection", choices=["gradvac", "pcgrad", "none"])
     t.add_argument("--seed", type=int)
-    t.add_argument("--model", default="prior:default", help="base score network (default: prior)")
-    t.add_argument("--device", default="cpu")
+    add_model_option(t, "prior:", " (default prior)")
+    add_device_option(t)
+    t.add_argument("--fr-zoo", choices=("offline", "paper"),
+                   help="surrogate and victim FR models: the offline zoo's (default), or the "
+                   "paper's IR152, IRSE50, FaceNet and MobileFace (needs --fr-weights; victim "
+                   f"default {PAPER_DEFAULT_VICTIM})")  # fmt: skip
+    t.add_argument(
+        "--fr-weights", help="--fr-zoo paper: folder with ir152.pth irse50.pth facenet.pth "
+        "mobile_face.pth"
+    )  # fmt: skip
+    t.add_argument("--fr-preprocess", choices=("resize", "crop"), default="resize",
+                   help="--fr-zoo paper: resize the whole 256 crop, or crop the face first")  # fmt: skip
     t.add_argument("--resume", action="store_true", help="continue from OUT.work/checkpoint.pt")
     t.add_argument("--overwrite", action="store_true", help="replace an existing protector file")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -150,5 +190,6 @@ def add_train_parsers(sub: Any) -> None:
     a.add_argument("--protector", required=True, help="protector file from `pareidolia train`")
     a.add_argument("crops", nargs="+", help="aligned square face crops")
     a.add_argument("-o", "--output", help="output folder (default: next to each crop)")
-    a.add_argument("--model", default="prior:default", help="base score network (default: prior)")
+    add_model_option(a, "prior:", " (default prior)")
+    add_device_option(a)
     a.set_defaults(func=_cmd_apply)

@@ -12,6 +12,7 @@ import ipaddress
 import sys
 from typing import Any
 
+from pareidolia.commands.options import add_device_option, add_model_option, device_of
 from pareidolia.web import DEFAULT_HOST, DEFAULT_PORT, KEEP_SECONDS
 
 MAX_KEEP_MINUTES = 24 * 60
@@ -37,6 +38,8 @@ def add_web_parser(sub: Any) -> None:
         help="delete uploads and results M minutes after they were made "
         f"(default {KEEP_SECONDS / 60:g}; everything is deleted when the server stops)",
     )
+    add_model_option(p, "prior:", " (default prior: the shipped protectors were made on it)")
+    add_device_option(p)
     p.set_defaults(func=cmd_web)
 
 
@@ -51,6 +54,9 @@ def _is_loopback(host: str) -> bool:
 
 def cmd_web(args: argparse.Namespace) -> int:
     """Run ``pareidolia web`` until Ctrl-C; returns the exit status."""
+    from functools import partial
+
+    from pareidolia.default_protectors import DEFAULT_EMOTION, default_protector, shipped_emotions
     from pareidolia.errors import UserError
     from pareidolia.web import serve
 
@@ -61,6 +67,9 @@ def cmd_web(args: argparse.Namespace) -> int:
             f"--keep-minutes must be above 0 and at most {MAX_KEEP_MINUTES}, "
             f"got {args.keep_minutes:g}"
         )
+    device = device_of(args)
+    factory = partial(default_protector, device=device, model=args.model)
+    factory(DEFAULT_EMOTION)  # a bad --model or --device: one line now, not on the first request
     if not _is_loopback(args.host):
         print(
             f"pareidolia: warning: listening on {args.host}, not loopback: anyone who can reach "
@@ -68,5 +77,6 @@ def cmd_web(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"pareidolia web: http://{args.host}:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
-    serve(args.host, args.port, keep_seconds=args.keep_minutes * 60)
+    emotions = shipped_emotions() or [DEFAULT_EMOTION]
+    serve(args.host, args.port, factory, keep_seconds=args.keep_minutes * 60, emotions=emotions)
     return 0

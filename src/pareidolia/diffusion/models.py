@@ -14,6 +14,7 @@ Every failure a user can fix raises :class:`ScoreModelError` with a message that
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -356,9 +357,15 @@ def _load_hub(
             f"{repo_id}: {how}. Fetch unet/config.json, unet/diffusion_pytorch_model.safetensors "
             f"(or .bin) and scheduler/scheduler_config.json from https://huggingface.co/{repo_id} "
             f"into a folder, keeping the unet/ and scheduler/ subfolders, and pass that folder; "
-            f"or allow the download (about 455 MB for {PAPER_HUB_ID}). Cause: {e}"
+            f"or allow the download (about 455 MB for {PAPER_HUB_ID}). Cause: {_one_line(e)}"
         ) from e
     return unet, ScoreModelConfig.of(unet, f"diffusers:{repo_id}", _schedule(Path(sched), repo_id))
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    """``e``'s message on one line, at most ``limit`` characters (hub errors span many)."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def load_diffusers(
@@ -401,7 +408,53 @@ def load_score_model(
     """Load the score network named by ``spec``: ``SCHEME:REF`` with a scheme of
     :data:`SCORE_MODEL_SCHEMES` (``paper-ckpt:PATH``, ``diffusers:FOLDER_OR_HUB_ID``,
     ``prior:FOLDER``), or a bare folder / hub id, read as ``diffusers:``."""
-    scheme, sep, ref = spec.partition(":")
+    scheme, sep, ref = canonical_spec(spec).partition(":")
     if sep and scheme in SCORE_MODEL_SCHEMES:
         return SCORE_MODEL_SCHEMES[scheme](ref, allow_download)
     return load_diffusers(spec, allow_download)
+
+
+SHIPPED_PRIOR_SPEC = "prior:"
+"""The spec of the offline prior shipped in the package (the default ``--model``)."""
+
+
+def canonical_spec(spec: str) -> str:
+    """``spec`` with the shipped prior's spellings (``prior``, ``prior:``, ``prior:default``,
+    ``prior:`` + the shipped folder) made one, :data:`SHIPPED_PRIOR_SPEC`, so networks loaded
+    once per spec are loaded once for all of them."""
+    from pareidolia.diffusion.prior import SHIPPED_PRIOR_DIR
+
+    spec = spec.strip()
+    if spec in ("prior", "prior:", "prior:default"):
+        return SHIPPED_PRIOR_SPEC
+    scheme, _, ref = spec.partition(":")
+    if scheme == "prior" and Path(ref).expanduser().resolve() == SHIPPED_PRIOR_DIR.resolve():
+        return SHIPPED_PRIOR_SPEC
+    return spec
+
+
+def recorded_spec(source: str) -> str:
+    """The spec to load the base network a protector records as its ``source`` (its
+    :attr:`ScoreModelConfig.source`): the source itself, except that a ``prior:`` folder that
+    is not on this machine (the shipped prior of another installation) is the shipped prior;
+    the protector's base-network hash then decides whether it is the same network."""
+    spec = canonical_spec(source)
+    scheme, _, ref = spec.partition(":")
+    if scheme == "prior" and ref and not Path(ref).expanduser().is_dir():
+        return SHIPPED_PRIOR_SPEC
+    return spec
+
+
+@functools.cache
+def _shared(spec: str, device: torch.device) -> tuple[UNet2DModel, ScoreModelConfig]:
+    unet, config = load_score_model(spec)
+    return torch.nn.Module.to(unet.eval(), device), config  # diffusers types .to oddly
+
+
+def shared_score_model(
+    spec: str, device: torch.device | str = "cpu"
+) -> tuple[UNet2DModel, ScoreModelConfig]:
+    """The score network ``spec`` names (as :func:`load_score_model`, no download) on
+    ``device``, loaded once per process, spec and device and shared: callers must not modify
+    it (a protector tunes a copy; ``finetune`` leaves its base unchanged)."""
+    return _shared(canonical_spec(spec), torch.device(device))

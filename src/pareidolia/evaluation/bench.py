@@ -304,17 +304,10 @@ def paper_verifiers(cfg: BenchConfig, device: torch.device) -> list[ChipModel]:
     """IR152, IRSE50, FaceNet and MobileFace from ``--fr-weights DIR`` with the paper's cosine
     thresholds (:mod:`pareidolia.zoo.paper_fr`); faces resized whole, or cut to
     :data:`PAPER_CROP_BOX` first with ``--fr-preprocess crop``."""
-    from pareidolia.zoo.paper_fr import PAPER_FR, paper_chip_model, paper_preprocess
+    from pareidolia.zoo.paper_fr import paper_chip_models, paper_preprocess
 
     folder = _require_dir(cfg.fr_weights, "fr_weights")
-    missing = [s.checkpoint for s in PAPER_FR.values() if not (folder / s.checkpoint).is_file()]
-    if missing:
-        raise UserError(f"{folder}: missing {', '.join(missing)} (the paper's FR weights)")
-    prep = paper_preprocess(cfg.fr_preprocess)
-    return [
-        paper_chip_model(name, folder / spec.checkpoint, device, prep, PAPER_CROP_BOX)
-        for name, spec in PAPER_FR.items()
-    ]
+    return paper_chip_models(folder, device, paper_preprocess(cfg.fr_preprocess), PAPER_CROP_BOX)
 
 
 # ----------------------------------------------------------------------------- MAP

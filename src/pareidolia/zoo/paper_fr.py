@@ -350,6 +350,27 @@ def paper_chip_model(
     return ChipModel(name, net, _PaperChip(prep, spec.input_size, box), spec.thresholds)
 
 
+def paper_chip_models(
+    folder: str | Path,
+    device: torch.device | str,
+    prep: PaperPreprocess,
+    box: tuple[int, int, int, int] | None = None,
+) -> list[ChipModel]:
+    """Every model of :data:`PAPER_FR` as :func:`paper_chip_model`, its weights from the
+    user's ``folder`` (``ir152.pth``, ``irse50.pth``, ``facenet.pth``, ``mobile_face.pth``).
+    One :class:`UserError` names every missing file before anything is loaded."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder (the paper's FR weights)")
+    missing = [s.checkpoint for s in PAPER_FR.values() if not (folder / s.checkpoint).is_file()]
+    if missing:
+        raise UserError(f"{folder}: missing {', '.join(missing)} (the paper's FR weights)")
+    return [
+        paper_chip_model(name, folder / spec.checkpoint, device, prep, box)
+        for name, spec in PAPER_FR.items()
+    ]
+
+
 def _read_checkpoint_file(path: Path, spec: PaperFRSpec) -> Any:
     if not path.is_file():
         raise UserError(
