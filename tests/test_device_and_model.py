@@ -165,6 +165,22 @@ def test_an_uncached_hub_model_in_protect_is_one_line(
     assert len(err) == 1 and "pareidolia-test/no-such-model" in err[0]
 
 
+def test_a_protector_without_offline_targets_is_refused_before_work(
+    tiny_protector: tuple[Path, str],
+    astronaut_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A protector with no target embedding of the offline zoo (as a ``--fr-zoo paper`` one)
+    cannot be refined toward its target: one line, nothing written."""
+    path, _ = tiny_protector
+    out = tmp_path / "out"
+    assert main(["protect", str(astronaut_path), "-o", str(out), "--protector", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no target embedding of an offline FR model" in err[0], err
+    assert not out.exists() or not any(out.iterdir())
+
+
 # ----------------------------------------------------------------------------- train --fr-zoo
 
 

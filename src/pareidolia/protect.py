@@ -239,21 +239,36 @@ def retarget(protector: Protector, target_crop: torch.Tensor) -> Protector:
     )
 
 
-def _refinement(
-    protector: Protector, options: ProtectOptions
-) -> tuple[Refiner, dict[str, torch.Tensor]] | None:
-    """The refiner and its target embeddings for ``options``; None in mode ``fast``."""
+def _refine_names(protector: Protector, options: ProtectOptions) -> tuple[str, ...] | None:
+    """The FR models the refinement pulls toward the protector's target; None when ``options``
+    do not refine. A :class:`UserError` when the protector has no target for them (checked
+    before any photo is worked on)."""
     c = options.refine
     if options.mode != "refine" or (c.steps == 0 and c.guide_steps == 0):
         return None
     names = options.surrogates or tuple(
         m for m in registry.names("fr") if m in protector.target_embeddings
     )
+    if not names:
+        raise UserError(
+            "the protector has no target embedding of an offline FR model to refine toward "
+            "(one made with --fr-zoo paper?); give --target IMG, or use --fast"
+        )
     missing = [m for m in names if m not in protector.target_embeddings]
     if missing:
         raise UserError(f"the protector has no target embedding for {', '.join(missing)}")
+    return names
+
+
+def _refinement(
+    protector: Protector, options: ProtectOptions
+) -> tuple[Refiner, dict[str, torch.Tensor]] | None:
+    """The refiner and its target embeddings for ``options``; None in mode ``fast``."""
+    names = _refine_names(protector, options)
+    if names is None:
+        return None
     dev = protector.device
-    refiner = _refiner(tuple(names), protector.config.emotion, c, dev)
+    refiner = _refiner(names, protector.config.emotion, options.refine, dev)
     return refiner, {m: protector.target_embeddings[m].to(dev) for m in names}
 
 
@@ -568,6 +583,8 @@ def protect_files(
     options.check_target(target_crop is not None)
     if target_crop is not None and options.adapt_steps == 0:
         protector = retarget(protector, target_crop)
+    if options.adapt_steps == 0:
+        _refine_names(protector, options)  # a protector without the targets: before any work
     files = expand_inputs(paths, options.out_dir)
     folders = [options.out_dir] if options.out_dir is not None else [f.parent for f in files]
     for folder in dict.fromkeys(folders):

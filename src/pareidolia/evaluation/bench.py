@@ -317,10 +317,9 @@ def paper_verifiers(cfg: BenchConfig, device: torch.device) -> list[ChipModel]:
 def base_network(spec: str, device: torch.device) -> tuple[Any, Any]:
     """MAP's base score network and its config (``--model``) on ``device``, loaded once per
     run and device (never moved: a cached network stays where it was put)."""
-    from pareidolia.diffusion.models import load_score_model
+    from pareidolia.diffusion.models import shared_score_model
 
-    unet, config = load_score_model(spec)
-    return nn.Module.to(unet, device), config  # diffusers types .to oddly
+    return shared_score_model(spec, device)  # the one the photo pipeline shares
 
 
 def check_given_protectors(cfg: BenchConfig, victims: Sequence[str], device: torch.device) -> None:
