@@ -398,7 +398,7 @@ def _artifact(tmp_path: Path, page: Any, name: str) -> Path:
     return shot
 
 
-def _upload(page: Any, tmp_path: Path, path: Path) -> None:
+def _drop_file(page: Any, tmp_path: Path, path: Path) -> None:
     """Drop ``path`` on the photos box and wait until the page lists it. In about one run of
     five a file set right after the page loaded was never uploaded (the same tests passed
     alone and together otherwise); besides waiting for the page's script (``page``), a file not
@@ -417,7 +417,7 @@ def _upload(page: Any, tmp_path: Path, path: Path) -> None:
 @pytest.mark.slow
 def test_page_protects_the_astronaut(page: Any, astronaut_path: Path, tmp_path: Path) -> None:
     start = time.perf_counter()
-    _upload(page, tmp_path, astronaut_path)
+    _drop_file(page, tmp_path, astronaut_path)
     page.locator("#protect").click()
 
     page.locator("#status").get_by_text("Protected 1 of 1 photo(s).").wait_for()
@@ -449,7 +449,7 @@ def test_page_protects_the_astronaut(page: Any, astronaut_path: Path, tmp_path: 
 def test_page_shows_a_clear_message_for_a_non_image(page: Any, tmp_path: Path) -> None:
     notes = tmp_path / "notes.jpg"
     notes.write_text("these are not pixels", encoding="utf-8")
-    _upload(page, tmp_path, notes)
+    _drop_file(page, tmp_path, notes)
     page.locator("#protect").click()
     status = page.locator("#status")
     status.get_by_text("not an image Pillow can read").wait_for()
