@@ -7,7 +7,7 @@ layers below it:
 
 1. foundations: ``errors``, ``runtime``, ``checksums``, ``quality``, ``colour``,
    ``projection``, ``stale`` (and the package's ``__init__``)
-2. ``io``: reading and writing images
+2. ``io`` (reading and writing images) and ``download`` (fetching weights into the cache)
 3. ``faces``: detection, alignment, crops, blending
 4. ``zoo``: the face models, their weights and thresholds
 5. ``locate`` (faces found and aligned with the zoo's landmark net) and ``diffusion`` (score
@@ -36,7 +36,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pareidolia"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("", "errors", "runtime", "checksums", "quality", "colour", "projection", "stale"),
-    ("io",),
+    ("io", "download"),
     ("faces",),
     ("zoo",),
     ("locate", "diffusion"),
