@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pareidolia.checksums import file_sha256
+from pareidolia.diffusion import models
 from pareidolia.diffusion.hashing import model_hash
 from pareidolia.diffusion.models import (
+    FETCHED_PAPER_SPEC,
     ScoreModelError,
     SDEditArch,
     build_unet,
@@ -21,7 +26,9 @@ from pareidolia.diffusion.models import (
     load_diffusers,
     load_score_model,
     load_sdedit_ckpt,
+    recorded_spec,
 )
+from pareidolia.download import PAPER_UNET, NotFetchedError
 
 SMALL = SDEditArch(ch=32, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(8,), resolution=32)
 
@@ -228,6 +235,28 @@ def test_load_sdedit_ckpt_checks_file_and_sha256(tmp_path: Path) -> None:
         load_sdedit_ckpt(tmp_path / "absent.ckpt")
     with pytest.raises(ScoreModelError, match="sha256"):
         load_score_model(f"paper-ckpt:{path}")
+
+
+def test_paper_spec_reads_the_fetched_checkpoint_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``paper`` / ``paper-ckpt:`` is the file `pareidolia fetch paper-unet` writes, checked
+    against the recorded sha256 and recorded under the portable spec ``paper-ckpt:``."""
+    monkeypatch.setenv("PAREIDOLIA_CACHE", str(tmp_path))
+    with pytest.raises(NotFetchedError, match=r"celeba_hq\.ckpt: not fetched; `pareidolia fetch"):
+        load_score_model("paper")
+    path = tmp_path / PAPER_UNET.file
+    path.parent.mkdir()
+    torch.save(reference().state_dict(), path)
+    with pytest.raises(NotFetchedError, match="expected " + PAPER_UNET.sha256):
+        load_score_model("paper-ckpt:")  # not the paper's file: its sha256 differs
+    small = partial(load_sdedit_ckpt, arch=SMALL, expected_sha256=None)
+    monkeypatch.setattr(models, "load_sdedit_ckpt", small)
+    monkeypatch.setattr(models, "PAPER_UNET", replace(PAPER_UNET, sha256=file_sha256(path)))
+    unet, config = load_score_model("paper")
+    assert config.source == FETCHED_PAPER_SPEC and config.content_hash == model_hash(unet)
+    assert recorded_spec(f"paper-ckpt:{tmp_path}/elsewhere/celeba_hq.ckpt") == FETCHED_PAPER_SPEC
+    assert recorded_spec(f"paper-ckpt:{path}") == f"paper-ckpt:{path}"  # a file that is here
 
 
 def test_load_diffusers_folder_both_layouts(tmp_path: Path) -> None:

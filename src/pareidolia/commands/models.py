@@ -12,6 +12,7 @@ from pareidolia.diffusion.models import (
     CELEBA_HQ_SHA256,
     PAPER_HUB_ID,
 )
+from pareidolia.download import PAPER_UNET, NotFetchedError, fetched
 from pareidolia.faces import detect
 from pareidolia.prior.config import DEFAULT_ARCH
 from pareidolia.zoo import registry
@@ -29,6 +30,19 @@ def _paper_hub_status() -> str:
         f"not downloaded: fetch unet/ and scheduler/ of huggingface.co/{PAPER_HUB_ID} (455 MB) "
         "into a folder and use the spec diffusers:FOLDER"
     )
+
+
+def _fetched_paper_status() -> str:
+    """``fetched (PATH)`` when ``pareidolia fetch paper-unet`` put a verified copy in the
+    cache, else how to get it."""
+    try:
+        path, _ = fetched(PAPER_UNET)
+    except NotFetchedError:
+        return (
+            "not fetched: `pareidolia fetch paper-unet` (spec paper), or download it and pass "
+            "paper-ckpt:PATH (checked against the sha256)"
+        )
+    return f"fetched ({path}; spec paper)"
 
 
 def score_network_rows() -> list[dict[str, Any]]:
@@ -75,7 +89,7 @@ def score_network_rows() -> list[dict[str, Any]]:
             "source": f"paper model (SDEdit/DiffusionCLIP); {CELEBA_HQ_MIRROR}; spec paper-ckpt:PATH",
             "file": CELEBA_HQ_CKPT,
             "sha256": CELEBA_HQ_SHA256,
-            "status": "user-supplied: download it and pass paper-ckpt:PATH (checked against the sha256)",
+            "status": _fetched_paper_status(),
             "thresholds": None,
         },
     ]

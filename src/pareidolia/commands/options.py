@@ -3,7 +3,8 @@
 - ``--device auto|cpu|cuda|cuda:N`` (default ``auto``: CUDA when present, else the CPU), resolved
   by :func:`pareidolia.runtime.pick_device` — the one place a device is chosen;
 - ``--model SPEC``: MAP's base score network, ``prior`` / ``prior:FOLDER`` (the offline prior;
-  ``prior:`` alone the shipped one), ``diffusers:ID_OR_DIR`` or ``paper-ckpt:PATH``
+  ``prior:`` alone the shipped one), ``diffusers:ID_OR_DIR``, ``paper-ckpt:PATH`` or ``paper``
+  (the ``celeba_hq.ckpt`` that ``pareidolia fetch paper-unet`` put in the cache)
   (:func:`pareidolia.diffusion.models.load_score_model`).
 """
 
@@ -20,7 +21,8 @@ DEVICE_HELP = "auto (the default: CUDA when present, else the CPU), cpu, cuda or
 MODEL_HELP = (
     "MAP's base score network: prior (the shipped offline prior), prior:FOLDER, "
     "diffusers:HUB_ID_OR_FOLDER (e.g. diffusers:google/ddpm-celebahq-256, read from the Hugging "
-    "Face cache) or paper-ckpt:PATH/celeba_hq.ckpt"
+    "Face cache), paper-ckpt:PATH/celeba_hq.ckpt or paper (the one `pareidolia fetch "
+    "paper-unet` downloaded)"
 )
 
 

@@ -7,7 +7,9 @@ Three sources, one result ``(unet, config)``:
   its tensors into a ``UNet2DModel`` built by :func:`build_unet`.
 - :func:`load_diffusers` — a local diffusers folder, or a Hugging Face hub id such as
   ``google/ddpm-celebahq-256`` (the same weights), downloaded only when allowed.
-- :func:`load_score_model` — one string names any of them (for the CLI and for configs).
+- :func:`load_score_model` — one string names any of them (for the CLI and for configs);
+  ``paper-ckpt:`` alone (or ``paper``) is the ``celeba_hq.ckpt`` that ``pareidolia fetch
+  paper-unet`` put in the cache folder (:mod:`pareidolia.download`).
 
 Every failure a user can fix raises :class:`ScoreModelError` with a message that says what to do.
 """
@@ -19,7 +21,7 @@ import json
 import re
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,19 @@ from pareidolia.diffusion.schedule import (
     PAPER_NUM_TRAIN_TIMESTEPS,
     ScoreModelConfig,
 )
+from pareidolia.download import (
+    CELEBA_HQ_CKPT,
+    CELEBA_HQ_REPO,
+    CELEBA_HQ_SHA256,
+    PAPER_UNET,
+    fetched,
+)
 from pareidolia.errors import ScoreModelError
 
 PAPER_HUB_ID = "google/ddpm-celebahq-256"
-CELEBA_HQ_CKPT = "celeba_hq.ckpt"
-CELEBA_HQ_SHA256 = "6cbb630eb856ff3ebe4854fe87af3c21a052765678955999db97ea15b5eeb8a5"
-CELEBA_HQ_MIRROR = "Hugging Face repo gwang-kim/DiffusionCLIP-CelebA_HQ"
+CELEBA_HQ_MIRROR = f"Hugging Face repo {CELEBA_HQ_REPO}"
+FETCHED_PAPER_SPEC = "paper-ckpt:"
+"""The spec of the paper's network in the cache folder (``pareidolia fetch paper-unet``)."""
 _PAPER_SCHEDULE = {
     "beta_start": PAPER_BETA_START,
     "beta_end": PAPER_BETA_END,
@@ -266,6 +275,7 @@ def load_sdedit_ckpt(
         raise ScoreModelError(
             f"{path}: no such file. The paper's score network is {CELEBA_HQ_CKPT} from SDEdit / "
             f"DiffusionCLIP (455 MB, sha256 {CELEBA_HQ_SHA256}), mirrored in the {CELEBA_HQ_MIRROR}; "
+            f"`pareidolia fetch paper-unet` downloads it into the cache (spec 'paper-ckpt:'), or "
             f"download it and pass its path as 'paper-ckpt:PATH', or load the same weights in "
             f"diffusers format as 'diffusers:{PAPER_HUB_ID}'."
         )
@@ -393,10 +403,21 @@ def load_diffusers(
 Loader = Callable[[str, bool], tuple[UNet2DModel, ScoreModelConfig]]
 
 
+def load_fetched_paper_ckpt() -> tuple[UNet2DModel, ScoreModelConfig]:
+    """The paper's ``celeba_hq.ckpt`` from the cache folder, its source the portable spec
+    :data:`FETCHED_PAPER_SPEC`; one line naming ``pareidolia fetch paper-unet`` when it is
+    not there."""
+    path, _ = fetched(PAPER_UNET)
+    unet, config = load_sdedit_ckpt(path)
+    return unet, replace(config, source=FETCHED_PAPER_SPEC)
+
+
 # Scheme → loader. ``prior:FOLDER`` is the project's own offline face prior (``prior:`` alone:
-# the one shipped in the package).
+# the one shipped in the package); ``paper-ckpt:`` alone, the fetched paper network.
 SCORE_MODEL_SCHEMES: dict[str, Loader] = {
-    "paper-ckpt": lambda ref, allow_download: load_sdedit_ckpt(ref),
+    "paper-ckpt": lambda ref, allow_download: (
+        load_sdedit_ckpt(ref) if ref else load_fetched_paper_ckpt()
+    ),
     "diffusers": lambda ref, allow_download: load_diffusers(ref, allow_download),
     "prior": lambda ref, allow_download: load_prior_spec(ref),
 }
@@ -420,13 +441,16 @@ SHIPPED_PRIOR_SPEC = "prior:"
 
 def canonical_spec(spec: str) -> str:
     """``spec`` with the shipped prior's spellings (``prior``, ``prior:``, ``prior:default``,
-    ``prior:`` + the shipped folder) made one, :data:`SHIPPED_PRIOR_SPEC`, so networks loaded
-    once per spec are loaded once for all of them."""
+    ``prior:`` + the shipped folder) made one, :data:`SHIPPED_PRIOR_SPEC`, and ``paper`` said
+    as :data:`FETCHED_PAPER_SPEC`, so networks loaded once per spec are loaded once for all of
+    them."""
     from pareidolia.diffusion.prior import SHIPPED_PRIOR_DIR
 
     spec = spec.strip()
     if spec in ("prior", "prior:", "prior:default"):
         return SHIPPED_PRIOR_SPEC
+    if spec == "paper":
+        return FETCHED_PAPER_SPEC
     scheme, _, ref = spec.partition(":")
     if scheme == "prior" and Path(ref).expanduser().resolve() == SHIPPED_PRIOR_DIR.resolve():
         return SHIPPED_PRIOR_SPEC
@@ -436,12 +460,15 @@ def canonical_spec(spec: str) -> str:
 def recorded_spec(source: str) -> str:
     """The spec to load the base network a protector records as its ``source`` (its
     :attr:`ScoreModelConfig.source`): the source itself, except that a ``prior:`` folder that
-    is not on this machine (the shipped prior of another installation) is the shipped prior;
-    the protector's base-network hash then decides whether it is the same network."""
+    is not on this machine (the shipped prior of another installation) is the shipped prior,
+    and a ``paper-ckpt:`` file that is not on this machine is the fetched one; the protector's
+    base-network hash then decides whether it is the same network."""
     spec = canonical_spec(source)
     scheme, _, ref = spec.partition(":")
     if scheme == "prior" and ref and not Path(ref).expanduser().is_dir():
         return SHIPPED_PRIOR_SPEC
+    if scheme == "paper-ckpt" and ref and not Path(ref).expanduser().is_file():
+        return FETCHED_PAPER_SPEC
     return spec
 
 
