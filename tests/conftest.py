@@ -84,3 +84,78 @@ def identity_protector(insightface_images: Path) -> Any:
         config=ProtectorConfig(n_inv=2, n_gen=2),
         target_embeddings=FaceEmbedder().embed(target, face.landmarks),
     )
+
+
+class FakeClip(torch.nn.Module):
+    """A tiny stand-in for an open_clip CLIP model: a linear image embedding of the 8×8
+    average-pooled image and a bag-of-bytes text embedding, 16-D each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.visual = torch.nn.Linear(3 * 8 * 8, 16)
+        self.token_embedding = torch.nn.Embedding(256, 16)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.visual(torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1))
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.token_embedding(tokens).mean(1)
+
+
+def _fake_tokenize(texts: list[str]) -> torch.Tensor:
+    rows = [list(t.encode()[:32].ljust(32, b"\0")) for t in texts]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+@pytest.fixture
+def fake_open_clip(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An ``open_clip`` module that builds :class:`FakeClip` for the model names ``ViT-B-16``
+    and ``tiny`` (records each ``create_model`` call in ``.calls``, each model in ``.models``)."""
+    import types
+
+    module: Any = types.ModuleType("open_clip")
+    module.calls, module.models = [], []
+
+    def create_model(name: str, **kwargs: Any) -> FakeClip:
+        module.calls.append((name, kwargs))
+        if name not in ("ViT-B-16", "tiny"):
+            raise RuntimeError(f"Model config for {name} not found.")
+        module.models.append(FakeClip())
+        return module.models[-1]
+
+    module.create_model = create_model
+    module.get_tokenizer = lambda name: _fake_tokenize
+    monkeypatch.setitem(sys.modules, "open_clip", module)
+    return module
+
+
+def _write_fake_clip_weights(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    state = {k: v.contiguous() for k, v in FakeClip().state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return state
+
+
+@pytest.fixture
+def write_clip_weights() -> Any:
+    """``write(path, seed=0)``: random :class:`FakeClip` weights written to ``path``
+    (safetensors); returns them."""
+    return _write_fake_clip_weights
+
+
+@pytest.fixture
+def fake_clip_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A cache folder (``PAREIDOLIA_CACHE``) holding fake CLIP weights where ``pareidolia fetch
+    clip`` puts them, with the sha256 record a fetch leaves; returns the weights' path."""
+    from pareidolia.checksums import file_sha256
+    from pareidolia.download import ARTIFACTS, SHA_SUFFIX
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PAREIDOLIA_CACHE", str(cache))
+    path = cache / ARTIFACTS["clip"].file
+    _write_fake_clip_weights(path)
+    path.with_name(path.name + SHA_SUFFIX).write_text(file_sha256(path) + "\n")
+    return path

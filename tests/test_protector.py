@@ -29,6 +29,7 @@ from pareidolia.errors import UserError
 from pareidolia.faces.align import to_tensor, warp_crop, working_alignment
 from pareidolia.io import read_photo
 from pareidolia.locate import locate_faces
+from pareidolia.objectives.expression import ClassifierGuide
 from pareidolia.objectives.identity import IdentityLoss, SurrogateEnsemble
 from pareidolia.protector import (
     Protector,
@@ -280,6 +281,47 @@ def test_save_load_round_trip_and_refusals(
         load_protector(bad, unet, cfg)
     with pytest.raises(UserError, match="no such"):
         load_protector(tmp_path / "missing.safetensors", unet, cfg)
+
+
+def test_the_clip_guide_alone_tunes_the_network_and_is_recorded(
+    base: tuple[UNet2DModel, ScoreModelConfig],
+    faces: tuple[torch.Tensor, torch.Tensor],
+    tmp_path: Path,
+    fake_open_clip: object,
+    fake_clip_cache: Path,
+) -> None:
+    """``guide = "clip"``, every other loss off: L_E (a fake CLIP's directional loss) falls,
+    its gradient alone changes the weights, and the artifact records the guide and the
+    weights' sha256."""
+    from pareidolia.checksums import file_sha256
+    from pareidolia.protect import run_record
+
+    unet, cfg = base
+    zero = {"w_id": 0.0, "w_lap": 0.0, "w_sm": 0.0, "w_l1": 0.0, "w_lowpass": 0.0}
+    config = replace(CONFIG, guide="clip", epochs=4, projection="none", **zero)
+    prot = _run(base, faces, tmp_path / "run", config)
+    assert not _same_weights(prot.unet, unet)
+    l_e = [r["L_E"] for r in protector_mod.iter_log(tmp_path / "run")]
+    assert np.mean(l_e[-2:]) < 0.5 * np.mean(l_e[:2]), l_e
+    sha256 = file_sha256(fake_clip_cache)
+    assert prot.run == {"device": "cpu", "clip_weights_sha256": sha256}
+
+    loaded = load_protector(save_protector(tmp_path / "p.safetensors", prot), unet, cfg)
+    assert (loaded.config.guide, loaded.config.clip_model) == ("clip", "ViT-B-16")
+    assert loaded.config.clip_pretrained == "openai"
+    assert run_record(loaded) == {
+        "device": "cpu", "model": cfg.source, "guide": "clip ViT-B-16 / openai",
+        "clip_weights_sha256": sha256,
+    }  # fmt: skip
+
+
+def test_the_classifier_stays_the_default_guide_and_others_are_refused() -> None:
+    assert ProtectorConfig().guide == "classifier"
+    assert isinstance(protector_mod.expression_guide(CONFIG, SIZE, "cpu"), ClassifierGuide)
+    with pytest.raises(UserError, match=r"unknown expression guide 'lpips' \(classifier, clip\)"):
+        replace(CONFIG, guide="lpips")
+    with pytest.raises(UserError, match="are for guide 'clip'"):
+        replace(CONFIG, clip_model="ViT-L-14")
 
 
 def test_finetune_from_init_continues_from_those_weights(

@@ -24,8 +24,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from tqdm import tqdm
 
@@ -183,7 +184,7 @@ class _RecordingRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(
         self,
         req: urllib.request.Request,
-        fp: BinaryIO,
+        fp: IO[bytes],
         code: int,
         msg: str,
         headers: http.client.HTTPMessage,
@@ -193,7 +194,7 @@ class _RecordingRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _linked_sha256(headers: http.client.HTTPMessage) -> str | None:
+def _linked_sha256(headers: Message) -> str | None:
     value = (headers.get("X-Linked-Etag") or "").strip().strip('"').lower()
     return value if _SHA256.match(value) else None
 

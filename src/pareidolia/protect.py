@@ -212,8 +212,15 @@ BATCH = 8  # faces per protector / refinement batch (bounds memory on photos wit
 
 
 def run_record(protector: Protector) -> dict[str, str]:
-    """Where a run computes and with what base network (the reports' ``run`` entry)."""
-    return {"device": str(protector.device), "model": protector.base_cfg.source}
+    """Where a run computes and with what base network (the reports' ``run`` entry); for a
+    protector tuned with the CLIP guide, also that guide's model, tag and weights' sha256."""
+    record = {"device": str(protector.device), "model": protector.base_cfg.source}
+    c = protector.config
+    if c.guide == "clip":
+        record["guide"] = f"clip {c.clip_model} / {c.clip_pretrained}"
+        if "clip_weights_sha256" in protector.run:
+            record["clip_weights_sha256"] = protector.run["clip_weights_sha256"]
+    return record
 
 
 @cache

@@ -17,7 +17,9 @@ epochs, tuned on the offline prior
 with ``benchmarks/protector_smoke.py`` (DiffAM's lr 8e-6 and w_l1 = 3 left the identity where it
 was; see the README's tuning table); no LPIPS term (no weights ship); the EMA uses
 the usual warm-up ``min(decay, (1 + n) / (10 + n))`` after n updates so short runs are not
-dominated by the initial weights; the expression guide is the classifier (§3.3 b) only.
+dominated by the initial weights. The expression guide (``guide``) is the classifier (§3.3 b,
+offline, the default) or the paper's CLIP directional loss (§3.3 a, ``guide = "clip"``: the
+optional open_clip package and the weights ``pareidolia fetch clip`` downloads).
 
 When the faces' size differs from the network's resolution, faces are resized (bilinear,
 antialiased) to the resolution for inversion/generation and x̂ is resized back before the
@@ -32,7 +34,8 @@ losses go to ``out_dir/train.jsonl``.
 The artifact (:func:`save_protector`) is one safetensors file holding the full EMA weights (not
 a delta: exact and self-contained; the base hash still binds it to its base network) under
 ``unet.*``, the target's reference embeddings per FR model under ``target_embedding.*``, and a
-JSON header (config, base model hash, sha256 of all tensors, training-face hashes, metrics).
+JSON header (config, base model hash, sha256 of all tensors, training-face hashes, metrics, and
+``run``: the device, and the CLIP weights' sha256 for a CLIP-guided protector).
 """
 
 from __future__ import annotations
@@ -64,7 +67,15 @@ from pareidolia.diffusion.hashing import model_hash, tensors_sha256
 from pareidolia.diffusion.schedule import ScoreModelConfig
 from pareidolia.errors import UserError
 from pareidolia.io import atomic_write_bytes
-from pareidolia.objectives.expression import ClassifierGuide, check_target_emotion
+from pareidolia.objectives.expression import (
+    DEFAULT_CLIP_MODEL,
+    DEFAULT_CLIP_PRETRAINED,
+    ClassifierGuide,
+    ExpressionGuide,
+    check_target_emotion,
+    guide_record,
+    open_clip_guide,
+)
 from pareidolia.objectives.fidelity import l1_loss, lowpass_l1_loss
 from pareidolia.objectives.identity import EnsembleFactory, IdentityLoss, zoo_ensembles
 from pareidolia.objectives.landmarks import LaplacianLoss
@@ -117,7 +128,10 @@ class ProtectorConfig:
     lowpass_sigma: float = 4.0  # pixels of the 256 px working crop
     projection: Literal["gradvac", "pcgrad", "none"] = "gradvac"
     beta: float = 0.01
-    guide: Literal["classifier"] = "classifier"
+    guide: Literal["classifier", "clip"] = "classifier"
+    # guide "clip": the open_clip model and its weights (a tag pareidolia fetches, or a file)
+    clip_model: str = DEFAULT_CLIP_MODEL
+    clip_pretrained: str = DEFAULT_CLIP_PRETRAINED
     surrogates: tuple[str, ...] = ("sface", "faceres", "mobileface")
     victim: str = "dlib"
     # Where surrogate and victim names come from: the offline zoo's registry, or the paper
@@ -147,8 +161,13 @@ class ProtectorConfig:
             problems.append(f"lowpass_sigma must be positive, got {self.lowpass_sigma}")
         if not 0.0 < self.beta <= 1.0:
             problems.append(f"beta must be in (0, 1], got {self.beta}")
-        if self.guide != "classifier":
-            problems.append(f"unknown expression guide {self.guide!r} (only 'classifier')")
+        if self.guide not in ("classifier", "clip"):
+            problems.append(f"unknown expression guide {self.guide!r} (classifier, clip)")
+        clip = (self.clip_model, self.clip_pretrained)
+        if self.guide != "clip" and clip != (DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED):
+            problems.append("clip_model and clip_pretrained are for guide 'clip'")
+        if not all(isinstance(v, str) and v.strip() for v in clip):
+            problems.append("clip_model and clip_pretrained must be non-empty names")
         if not self.surrogates:
             problems.append("at least one surrogate FR model is needed")
         unknown = [m for m in (*self.surrogates, self.victim) if m not in fr]
@@ -199,7 +218,8 @@ class Protector:
     target_embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
     face_sha256: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
-    # how it was made: ``device`` (where it was tuned), set by :func:`finetune`
+    # how it was made, set by :func:`finetune`: ``device`` (where it was tuned) and, for the
+    # CLIP guide, ``clip_weights_sha256`` (the weights file's; the config names model and tag)
     run: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -293,6 +313,13 @@ class _Ema:
             self.shadow[k].copy_(v)
 
 
+def expression_guide(config: ProtectorConfig, size: int, dev: Any) -> ExpressionGuide:
+    """The L_E guide ``config.guide`` names, for crops of ``size`` on ``dev``."""
+    if config.guide == "clip":
+        return open_clip_guide(config.emotion, config.clip_model, config.clip_pretrained, dev)
+    return ClassifierGuide(config.emotion, size, dev)
+
+
 class _Objectives:
     def __init__(
         self,
@@ -301,9 +328,10 @@ class _Objectives:
         size: int,
         dev: Any,
         fr: EnsembleFactory,
+        guide: ExpressionGuide,
     ) -> None:
         self.identity = IdentityLoss(fr(config.surrogates), target01.to(dev))
-        self.guide = ClassifierGuide(config.emotion, size, dev)
+        self.guide = guide
         self.laplacian = LaplacianLoss(size, dev) if config.w_lap > 0 else None
 
 
@@ -543,13 +571,15 @@ def finetune(
     resume: bool = False,
     init: UNet2DModel | None = None,
     fr: EnsembleFactory | None = None,
+    guide: ExpressionGuide | None = None,
 ) -> Protector:
     """Tune a copy of ``unet`` into a protector on training faces (N, 3, S, S) in [0, 1] toward
     the target face(s) (1, 3, S, S). ``unet`` itself is never modified (it is the frozen base
     used for inversion). ``init`` (same architecture, e.g. an existing protector's network)
     starts the tuned weights from there instead of from ``unet``: continued fine-tuning.
     ``fr`` builds the surrogate (and victim) FR models from their names; default: the offline
-    zoo's, and required when ``config.fr_zoo`` is ``"paper"``.
+    zoo's, and required when ``config.fr_zoo`` is ``"paper"``. ``guide`` is L_E's guide
+    (default: the one ``config.guide`` names, :func:`expression_guide`).
     See the module docstring for the loop, checkpoint and log."""
     _check_inputs(unet, score_cfg, faces_0_1, target_0_1)
     out = Path(out_dir)
@@ -557,10 +587,12 @@ def finetune(
     dev = next(unet.parameters()).device
     size = faces_0_1.shape[-1]
     fr = fr if fr is not None else _offline_fr(config, size, dev)
+    guide = guide if guide is not None else expression_guide(config, size, dev)
     faces01 = faces_0_1.detach().to(dev, torch.float32)
     faces = _training_faces(unet.eval(), score_cfg, faces01, config, out / "latents")
     target01 = target_0_1.detach().to(dev, torch.float32)
-    ctx, state = _start(init if init is not None else unet, score_cfg, config, size, target01, fr)
+    start = init if init is not None else unet
+    ctx, state = _start(start, score_cfg, config, size, target01, fr, guide)
     key = _RunKey(score_cfg.content_hash, config, faces.sha256())
     ckpt_path = out / CHECKPOINT_NAME
     resumed = resume and ckpt_path.is_file()
@@ -576,7 +608,7 @@ def finetune(
         target_embeddings=_target_embeddings(ctx, fr, target01),
         face_sha256=list(key.face_sha256),
         metrics={**state.progress.metrics, "steps": float(state.progress.step)},
-        run={"device": str(dev)},
+        run={"device": str(dev), **guide_record(guide)},
     )
 
 
@@ -619,6 +651,7 @@ def _start(
     size: int,
     target01: torch.Tensor,
     fr: EnsembleFactory,
+    guide: ExpressionGuide,
 ) -> tuple[_StepContext, _TrainState]:
     """A fresh run from the weights of ``start``: what its steps share, and its state."""
     tuned = copy.deepcopy(start).eval().requires_grad_(True)
@@ -626,7 +659,7 @@ def _start(
     opt = torch.optim.Adam(params, lr=config.lr)
     ema = _Ema(tuned, config.ema_decay)
     combiner = make_combiner(config.projection, config.beta)
-    obj = _Objectives(config, target01, size, target01.device, fr)
+    obj = _Objectives(config, target01, size, target01.device, fr, guide)
     ac = score_cfg.alphas_cumprod()
     sm = ScoreMatchingLoss(ac, config.t0)
     state = _TrainState(tuned, ema, opt, combiner, torch.Generator().manual_seed(config.seed))

@@ -155,9 +155,89 @@ def test_clip_preprocess_shape_and_normalisation() -> None:
     assert y[0, 0, 0, 0].item() == pytest.approx((0.5 - 0.48145466) / 0.26862954, abs=1e-4)
 
 
-def test_open_clip_guide_without_package_is_a_user_error(monkeypatch) -> None:
+def test_open_clip_guide_without_package_is_a_user_error(
+    monkeypatch, tmp_path, write_clip_weights
+) -> None:
     import sys
 
+    write_clip_weights(tmp_path / "w.safetensors")
     monkeypatch.setitem(sys.modules, "open_clip", None)  # import now raises ImportError
-    with pytest.raises(UserError, match="open_clip"):
+    with pytest.raises(UserError, match="open_clip_torch") as e:
+        open_clip_guide("happy", "tiny", str(tmp_path / "w.safetensors"))
+    assert "\n" not in str(e.value)
+
+
+# --- the open_clip guide with a fake open_clip and fake weights -------------------------------
+
+
+def test_open_clip_guide_reads_the_fetched_weights(
+    fake_open_clip, fake_clip_cache, write_clip_weights
+) -> None:
+    """The default (ViT-B-16 / openai) is the file in the cache, loaded into open_clip's model
+    built with QuickGELU and no weights of its own (open_clip downloads nothing)."""
+    from pareidolia.checksums import file_sha256
+
+    guide = open_clip_guide("happy")
+    assert fake_open_clip.calls == [
+        ("ViT-B-16", {"pretrained": None, "force_quick_gelu": True, "device": "cpu"})
+    ]
+    assert guide.weights_sha256 == file_sha256(fake_clip_cache)
+    expected = write_clip_weights(fake_clip_cache.with_name("copy.safetensors"))
+    (model,) = fake_open_clip.models
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+    assert not any(p.requires_grad for p in model.parameters())
+
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    x_hat = x.clone().requires_grad_(True)
+    start = guide(x_hat, x)
+    assert start.item() == pytest.approx(math.log(2.0), abs=1e-5)  # no edit yet: orthogonal
+    for _ in range(20):
+        (g,) = torch.autograd.grad(guide(x_hat, x).sum(), x_hat)
+        with torch.no_grad():
+            x_hat -= 0.05 * g.sign()
+            x_hat.clamp_(0, 1)
+    assert guide(x_hat, x).item() < start.item() - 0.1  # edits along ΔT lower L_E
+
+
+def test_open_clip_guide_without_weights_names_the_fetch_command(
+    fake_open_clip, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("PAREIDOLIA_CACHE", str(tmp_path))
+    with pytest.raises(UserError, match=r"not fetched; `pareidolia fetch clip` downloads") as e:
         open_clip_guide("happy")
+    assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
+    assert fake_open_clip.calls == []  # nothing built, nothing downloaded
+
+
+def test_open_clip_guide_takes_a_weights_file(fake_open_clip, tmp_path, write_clip_weights) -> None:
+    from pareidolia.checksums import file_sha256
+
+    path = tmp_path / "mine.safetensors"
+    write_clip_weights(path, seed=4)
+    guide = open_clip_guide("sad", "tiny", str(path))
+    assert guide.weights_sha256 == file_sha256(path)
+    assert fake_open_clip.calls[0][1]["force_quick_gelu"] is False
+
+
+@pytest.mark.parametrize(
+    ("model", "pretrained", "message"),
+    [
+        ("ViT-B-16", "laion2b_s34b_b88k", "fetches only ViT-B-16 / openai"),
+        ("no-such-model", "FILE", "cannot build model 'no-such-model'"),
+        ("tiny", "BAD", "not weights of open_clip's tiny"),
+        ("tiny", "JUNK", "not readable CLIP weights"),
+    ],
+)
+def test_open_clip_guide_problems_are_one_line(
+    fake_open_clip, tmp_path, write_clip_weights, model: str, pretrained: str, message: str
+) -> None:
+    from safetensors.torch import save_file
+
+    write_clip_weights(tmp_path / "FILE.safetensors")
+    save_file({"other": torch.zeros(2)}, str(tmp_path / "BAD.safetensors"))
+    (tmp_path / "JUNK.safetensors").write_bytes(b"not safetensors")
+    if pretrained.isupper():
+        pretrained = str(tmp_path / f"{pretrained}.safetensors")
+    with pytest.raises(UserError, match=message) as e:
+        open_clip_guide("happy", model, pretrained)
+    assert "\n" not in str(e.value)

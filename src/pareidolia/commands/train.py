@@ -5,7 +5,9 @@
   training split); the target is the largest face of IMG. Working files (latent cache,
   checkpoint, JSONL log) go to ``FILE.work/``; ``--resume`` continues an interrupted run from
   there. Settings come from the ``ProtectorConfig`` defaults, then ``--config FILE.toml``, then
-  the flags.
+  the flags. ``--guide clip`` (TOML ``guide = "clip"``) tunes with the paper's CLIP directional
+  loss; its weights (``--clip-model`` / ``--clip-pretrained``) are read from the cache folder
+  that ``pareidolia fetch clip`` fills, or from a file, never downloaded here.
 - ``apply --protector FILE CROPS… [-o DIR]``: aligned working crops in (square images, e.g. what
   ``prior data`` writes), protected crops out with a ``_protected`` suffix; nothing overwritten.
 """
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pareidolia.commands.options import add_device_option, add_model_option, device_of
 from pareidolia.errors import NoFaceError, UserError
+from pareidolia.objectives.expression import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED
 from pareidolia.runtime import WORKING_SIZE
 
 if TYPE_CHECKING:
@@ -66,7 +69,8 @@ def _config(args: argparse.Namespace) -> Any:
     flags = {
         "emotion": args.emotion, "victim": args.victim, "epochs": args.epochs, "lr": args.lr,
         "t0": args.t0, "projection": args.projection, "seed": args.seed,
-        "fr_zoo": args.fr_zoo,
+        "fr_zoo": args.fr_zoo, "guide": args.guide, "clip_model": args.clip_model,
+        "clip_pretrained": args.clip_pretrained,
     }  # fmt: skip
     values.update({k: v for k, v in flags.items() if v is not None})
     if values.get("fr_zoo") == "paper":
@@ -99,7 +103,7 @@ def paper_fr(args: argparse.Namespace, device: torch.device) -> Any:
 def _cmd_train(args: argparse.Namespace) -> int:
     from pareidolia.diffusion.models import shared_score_model
     from pareidolia.locate import target_face
-    from pareidolia.protector import finetune, save_protector
+    from pareidolia.protector import expression_guide, finetune, save_protector
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -111,6 +115,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.fr_weights and config.fr_zoo != "paper":
         raise UserError("--fr-weights is for --fr-zoo paper (the offline zoo ships its weights)")
     fr = paper_fr(args, device) if config.fr_zoo == "paper" else None
+    guide = expression_guide(config, WORKING_SIZE, device)  # the CLIP weights before any work
     names, faces = training_faces(Path(args.faces))
     target = target_face(Path(args.target), WORKING_SIZE)
     unet, score_cfg = shared_score_model(args.model, device)
@@ -120,7 +125,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     protector = finetune(
         unet, score_cfg, faces.to(device), target.to(device), config, work,
-        progress=not args.quiet, resume=args.resume, fr=fr,
+        progress=not args.quiet, resume=args.resume, fr=fr, guide=guide,
     )  # fmt: skip
     protector.metrics["train_seconds"] = round(time.perf_counter() - start, 1)
     save_protector(out, protector, overwrite=args.overwrite)
@@ -169,6 +174,15 @@ def add_train_parsers(sub: Any) -> None:
     t.add_argument("--t0", type=int)
     t.add_argument("--projection", choices=["gradvac", "pcgrad", "none"])
     t.add_argument("--seed", type=int)
+    t.add_argument("--guide", choices=("classifier", "clip"),
+                   help="L_E's expression guide: the face-api classifier (default, offline) or "
+                   "the paper's CLIP directional loss (needs open_clip_torch and `pareidolia "
+                   "fetch clip`)")  # fmt: skip
+    t.add_argument("--clip-model", metavar="NAME",
+                   help=f"--guide clip: the open_clip model (default {DEFAULT_CLIP_MODEL})")  # fmt: skip
+    t.add_argument("--clip-pretrained", metavar="TAG_OR_FILE",
+                   help=f"--guide clip: its weights, {DEFAULT_CLIP_PRETRAINED} (default: the "
+                   "file `pareidolia fetch clip` downloads) or a weights file")  # fmt: skip
     add_model_option(t, "prior:", " (default prior)")
     add_device_option(t)
     t.add_argument("--fr-zoo", choices=("offline", "paper"),

@@ -8,18 +8,25 @@ working crops (B, 3, W, W) in [0, 1]:
 - :class:`ClipDirectionalGuide` [paper, §3.3 (a)]: the CLIP directional loss
   −log((1 + cos(E_I(x̂) − E_I(x), ΔT)) / 2). The encoders are injected callables, so the math is
   tested with tiny fakes; :func:`open_clip_guide` builds the real one from the optional
-  ``open_clip`` package (weights are fetched by open_clip only when a user asks for this guide).
+  ``open_clip`` package and weights that ``pareidolia fetch clip`` put in the cache (or a file
+  the user gives); nothing is downloaded here.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file as safetensors_load
 from torch import nn
 
+from pareidolia.checksums import file_sha256
+from pareidolia.download import CLIP_VIT_B16_OPENAI, Artifact, fetched
 from pareidolia.errors import UserError
 from pareidolia.objectives.chip_net import ChipNet
 from pareidolia.runtime import WORKING_SIZE
@@ -125,6 +132,8 @@ class ClipDirectionalGuide(nn.Module):
     where cos is taken as 0), and −log(``MIN_AGREEMENT``) ≈ 13.8 for an exactly opposite one.
     """
 
+    weights_sha256: str | None = None  # the CLIP weights file's, set by open_clip_guide
+
     def __init__(
         self,
         image_encoder: ImageEncoder,
@@ -167,36 +176,115 @@ class ClipDirectionalGuide(nn.Module):
         return -torch.log(((1.0 + cos) / 2.0).clamp_min(MIN_AGREEMENT))
 
 
-def open_clip_guide(
-    emotion: str,
-    model_name: str = "ViT-B-16",
-    pretrained: str = "openai",
-    device: torch.device | str = "cpu",
-) -> ClipDirectionalGuide:
-    """The CLIP directional guide with an ``open_clip`` model (an optional extra).
+DEFAULT_CLIP_MODEL = "ViT-B-16"
+DEFAULT_CLIP_PRETRAINED = "openai"
 
-    open_clip fetches or reads its own weights; a missing package or unavailable weights raise a
-    :class:`~pareidolia.errors.UserError` saying what to do.
-    """
-    check_target_emotion(emotion)
+
+@dataclass(frozen=True)
+class ClipSource:
+    """The weights pareidolia fetches for one open_clip (model, pretrained tag)."""
+
+    artifact: Artifact
+    quick_gelu: bool  # OpenAI's CLIP models were trained with QuickGELU activations
+
+
+CLIP_SOURCES: dict[tuple[str, str], ClipSource] = {
+    (DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED): ClipSource(CLIP_VIT_B16_OPENAI, True),
+}
+"""(model, tag) → the fetchable weights (``pareidolia fetch clip``)."""
+
+
+@dataclass(frozen=True)
+class ClipWeights:
+    """A CLIP weights file, its sha256 and whether its model uses QuickGELU."""
+
+    path: Path
+    sha256: str
+    quick_gelu: bool
+
+
+def clip_weights(model_name: str, pretrained: str, cache: str | Path | None = None) -> ClipWeights:
+    """The weights ``pretrained`` names for ``model_name``: a tag of :data:`CLIP_SOURCES`
+    (the file ``pareidolia fetch clip`` put in the cache, sha256-checked), or a weights file
+    (``.safetensors``, or a state dict ``torch.load`` reads with ``weights_only=True``; for
+    OpenAI weights name the model ``<model>-quickgelu``). Nothing is downloaded; one
+    :class:`UserError` line says what is missing and which command fetches it."""
+    source = CLIP_SOURCES.get((model_name, pretrained))
+    if source is not None:
+        path, sha256 = fetched(source.artifact, cache)
+        return ClipWeights(path, sha256, source.quick_gelu)
+    file = Path(pretrained).expanduser()
+    if file.is_file():
+        return ClipWeights(file, file_sha256(file), quick_gelu=False)
+    known = ", ".join(f"{m} / {t}" for m, t in CLIP_SOURCES)
+    raise UserError(
+        f"CLIP weights {model_name} / {pretrained}: not a file, and pareidolia fetches only "
+        f"{known} (`pareidolia fetch clip`); give the weights file as clip_pretrained"
+    )
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            return safetensors_load(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors and torch report damage with several types
+        raise UserError(f"{path}: not readable CLIP weights ({_first_line(e)})") from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a state dict of CLIP weights")
+    return state
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
+@functools.cache
+def _open_clip_model(
+    model_name: str, weights: ClipWeights, device: torch.device
+) -> tuple[Any, Callable[[list[str]], torch.Tensor]]:
+    """open_clip's ``model_name`` holding ``weights`` (frozen, eval) and its tokenizer, loaded
+    once per process, weights and device."""
     try:
         import open_clip  # type: ignore[import-not-found]
-    except ImportError:
+    except ImportError as e:
         raise UserError(
-            "the CLIP expression guide needs the optional package open_clip; "
-            "install it with `pip install open_clip_torch`, or use the classifier guide"
+            "the CLIP expression guide needs the optional package open_clip "
+            f"(`pip install open_clip_torch`; the import failed: {e}); or use the classifier guide"
         ) from None
     try:
-        model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
+        model = open_clip.create_model(
+            model_name, pretrained=None, force_quick_gelu=weights.quick_gelu, device="cpu"
+        )
         tokenizer = open_clip.get_tokenizer(model_name)
-    except Exception as exc:  # network, cache or name errors all mean: no usable weights
+    except Exception as e:  # open_clip raises RuntimeError (and others) for unknown names
+        raise UserError(f"open_clip cannot build model {model_name!r} ({_first_line(e)})") from e
+    try:
+        model.load_state_dict(_read_state_dict(weights.path), strict=True)
+    except RuntimeError as e:
         raise UserError(
-            f"CLIP weights {model_name}/{pretrained} are unavailable ({type(exc).__name__}: {exc}); "
-            "check the model name and that open_clip can download or find them in its cache"
-        ) from exc
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+            f"{weights.path}: not weights of open_clip's {model_name} ({_first_line(e)})"
+        ) from e
+    model = model.to(device).eval().requires_grad_(False)
+    return model, tokenizer
+
+
+def open_clip_guide(
+    emotion: str,
+    model_name: str = DEFAULT_CLIP_MODEL,
+    pretrained: str = DEFAULT_CLIP_PRETRAINED,
+    device: torch.device | str = "cpu",
+    cache: str | Path | None = None,
+) -> ClipDirectionalGuide:
+    """The CLIP directional guide with an ``open_clip`` model (an optional extra) and the
+    weights :func:`clip_weights` finds (never downloaded here); its ``weights_sha256`` is the
+    weights file's. A missing package, file or model name is one :class:`UserError` line."""
+    check_target_emotion(emotion)
+    weights = clip_weights(model_name, pretrained, cache)
+    model, tokenizer = _open_clip_model(model_name, weights, torch.device(device))
 
     def encode_image(x: torch.Tensor) -> torch.Tensor:
         return model.encode_image(x)
@@ -204,4 +292,12 @@ def open_clip_guide(
     def encode_text(texts: list[str]) -> torch.Tensor:
         return model.encode_text(tokenizer(texts).to(device))
 
-    return ClipDirectionalGuide.from_text_encoder(encode_image, encode_text, emotion)
+    guide = ClipDirectionalGuide.from_text_encoder(encode_image, encode_text, emotion)
+    guide.weights_sha256 = weights.sha256
+    return guide
+
+
+def guide_record(guide: ExpressionGuide) -> dict[str, str]:
+    """What a protector records of the guide it was tuned with: the CLIP weights' sha256."""
+    sha256 = getattr(guide, "weights_sha256", None)
+    return {"clip_weights_sha256": sha256} if sha256 else {}
