@@ -108,3 +108,57 @@ def test_bad_input_exits_2_with_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("pareidolia: ")
     assert not (tmp_path / "p.safetensors").exists() and not (tmp_path / "q.safetensors").exists()
+
+
+def test_train_with_the_clip_guide_records_it(
+    trained: Path,
+    tmp_path: Path,
+    fake_open_clip: object,
+    fake_clip_cache: Path,
+    insightface_images: Path,
+) -> None:
+    """`train --guide clip` (a fake open_clip, its weights where `fetch clip` puts them)."""
+    from pareidolia.protect import run_record
+
+    out = tmp_path / "clip.safetensors"
+    argv = [
+        "train", "--faces", str(trained.parent / "faces"), "--target",
+        str(insightface_images / "Tom_Hanks_54745.png"), "--emotion", "happy", "--victim",
+        "sface", "--epochs", "1", "--config", str(trained.parent / "fast.toml"),
+        "--guide", "clip", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    p = load_protector(out, *default_prior())
+    assert (p.config.guide, p.config.clip_model, p.config.clip_pretrained) == (
+        "clip", "ViT-B-16", "openai",
+    )  # fmt: skip
+    assert p.run["clip_weights_sha256"] == file_sha256(fake_clip_cache)
+    assert run_record(p)["guide"] == "clip ViT-B-16 / openai"
+    assert np.isfinite(p.metrics["L_E"]) and p.metrics["L_E"] > 0
+
+
+@pytest.mark.parametrize("problem", ["not-fetched", "unknown-guide", "clip-model-without-clip"])
+def test_clip_guide_problems_are_one_line_before_any_work(
+    problem: str,
+    trained: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("PAREIDOLIA_CACHE", str(tmp_path / "empty-cache"))
+    (tmp_path / "bogus.toml").write_text('guide = "bogus"\n')
+    out = tmp_path / "p.safetensors"
+    base = ["train", "--faces", str(trained.parent / "faces"), "--target", str(trained.parent /
+            "faces" / "astronaut.jpg"), "--out", str(out), "--quiet"]  # fmt: skip
+    extra, message = {
+        "not-fetched": (["--guide", "clip"], "not fetched; `pareidolia fetch clip` downloads"),
+        "unknown-guide": (
+            ["--config", str(tmp_path / "bogus.toml")],
+            "unknown expression guide 'bogus' (classifier, clip)",
+        ),
+        "clip-model-without-clip": (["--clip-model", "RN50"], "are for guide 'clip'"),
+    }[problem]
+    assert main([*base, *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pareidolia: ") and message in err[0], err
+    assert not out.exists() and not out.with_name(out.name + ".work").exists()
