@@ -71,12 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_demo)
 
     from pareidolia.commands.bench import add_bench_parser
+    from pareidolia.commands.fetch import add_fetch_parser
     from pareidolia.commands.prior import add_prior_parser
     from pareidolia.commands.protect import add_protect_parser
     from pareidolia.commands.train import add_train_parsers
     from pareidolia.commands.web import add_web_parser
 
     add_bench_parser(sub)
+    add_fetch_parser(sub)
     add_prior_parser(sub)
     add_protect_parser(sub)
     add_train_parsers(sub)

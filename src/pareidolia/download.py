@@ -73,17 +73,21 @@ PAPER_UNET = Artifact(
     url=hf_resolve_url(CELEBA_HQ_REPO, CELEBA_HQ_CKPT),
     sha256=CELEBA_HQ_SHA256,
     size="455 MB",
-    note="the paper's DDPM CelebA-HQ 256 score network (SDEdit / DiffusionCLIP), a PyTorch "
-    "state dict read with weights_only=True; spec paper-ckpt: (or paper)",
+    note="the paper's DDPM CelebA-HQ 256 score network (SDEdit / DiffusionCLIP; licence: "
+    "theirs), a state dict read with weights_only=True; --model paper",
 )
 CLIP_VIT_B16_OPENAI = Artifact(
     name="clip",
     file="clip/ViT-B-16-openai.safetensors",
     url=hf_resolve_url(CLIP_REPO, CLIP_FILE),
-    sha256=None,  # OpenAI publishes only its TorchScript file's; this is the Hub's safetensors
-    size="599 MB",
-    note="OpenAI CLIP ViT-B/16 in open_clip's layout (the file open_clip loads for ViT-B-16 / "
-    "openai; MIT, OpenAI); train --guide clip",
+    # The sha256 open_clip's table has for ViT-B-16 / openai (in the address of OpenAI's
+    # ViT-B-16.pt) is a TorchScript file's, which torch.load cannot read with weights_only=True;
+    # this safetensors file is checked against the sha256 the Hub publishes with it.
+    sha256=None,
+    size="~600 MB",
+    note="OpenAI's CLIP ViT-B/16 in open_clip's layout, from timm's Hub repo (the file "
+    "open_clip itself loads for ViT-B-16 / openai); licence: OpenAI's CLIP model card; "
+    "train --guide clip",
 )
 
 ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (PAPER_UNET, CLIP_VIT_B16_OPENAI)}
