@@ -155,16 +155,29 @@ def test_clip_preprocess_shape_and_normalisation() -> None:
     assert y[0, 0, 0, 0].item() == pytest.approx((0.5 - 0.48145466) / 0.26862954, abs=1e-4)
 
 
-def test_open_clip_guide_without_package_is_a_user_error(
-    monkeypatch, tmp_path, write_clip_weights
+@pytest.mark.parametrize("problem", ["missing", "broken"])
+def test_open_clip_guide_without_a_working_package_is_a_user_error(
+    monkeypatch, tmp_path, write_clip_weights, problem: str
 ) -> None:
+    """Not installed, or installed with a torchvision whose compiled operators do not fit
+    this torch (its import then raises RuntimeError): one line either way."""
     import sys
 
     write_clip_weights(tmp_path / "w.safetensors")
-    monkeypatch.setitem(sys.modules, "open_clip", None)  # import now raises ImportError
+    if problem == "missing":
+        monkeypatch.setitem(sys.modules, "open_clip", None)  # import now raises ImportError
+    else:
+        package = tmp_path / "site" / "open_clip"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(
+            'raise RuntimeError("operator torchvision::nms does not exist")\n'
+        )
+        monkeypatch.delitem(sys.modules, "open_clip", raising=False)
+        monkeypatch.syspath_prepend(str(tmp_path / "site"))
     with pytest.raises(UserError, match="open_clip_torch") as e:
         open_clip_guide("happy", "tiny", str(tmp_path / "w.safetensors"))
     assert "\n" not in str(e.value)
+    assert problem == "missing" or "torchvision::nms" in str(e.value)
 
 
 # --- the open_clip guide with a fake open_clip and fake weights -------------------------------

@@ -250,10 +250,11 @@ def _open_clip_model(
     once per process, weights and device."""
     try:
         import open_clip  # type: ignore[import-not-found]
-    except ImportError as e:
+    except Exception as e:  # not installed, or its torchvision not built for this torch
         raise UserError(
-            "the CLIP expression guide needs the optional package open_clip "
-            f"(`pip install open_clip_torch`; the import failed: {e}); or use the classifier guide"
+            "the CLIP expression guide needs the optional package open_clip (`pip install "
+            "open_clip_torch`, with a torchvision built for this torch); importing it failed "
+            f"({_first_line(e)}); or use the classifier guide"
         ) from None
     try:
         model = open_clip.create_model(
