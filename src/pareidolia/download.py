@@ -274,13 +274,17 @@ def _transfer(artifact: Artifact, part: Path, progress: bool) -> str | None:
             desc=artifact.file, disable=not progress, leave=False,
         )  # fmt: skip
         with bar, part.open("ab" if resumed else "wb") as out:
-            try:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-                problem = None
-            except (OSError, http.client.HTTPException) as e:
-                problem = type(e).__name__
+            problem = None
+            while True:
+                try:  # a broken transfer ends the loop; a full disk (writing) is an OSError
+                    chunk = response.read(_CHUNK)
+                except (OSError, http.client.HTTPException) as e:
+                    problem = type(e).__name__
+                    break
+                if not chunk:
+                    break
+                out.write(chunk)
+                bar.update(len(chunk))
             got = out.tell()
             out.flush()
             os.fsync(out.fileno())
