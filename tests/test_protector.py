@@ -171,6 +171,17 @@ def test_resume_from_epoch_checkpoint_matches_uninterrupted_run(
         _run(base, faces, tmp_path / "split", replace(two, lr=2e-3), resume=True)
 
 
+def test_a_checkpoint_from_before_a_new_config_field_resumes_at_its_default() -> None:
+    from pareidolia.protector import _resume_key, _same_run
+
+    current = _resume_key(CONFIG)
+    older = {k: v for k, v in current.items() if k != "clip_model"}  # written before the field
+    assert _same_run(older, current)
+    assert not _same_run(older, _resume_key(replace(CONFIG, guide="clip", clip_model="RN50")))
+    assert not _same_run({**older, "lr": current["lr"] * 2}, current)
+    assert not _same_run({**current, "gone": 1}, current)  # a field this version lacks
+
+
 def test_checkpointed_generation_gives_the_same_training(
     base: tuple[UNet2DModel, ScoreModelConfig],
     faces: tuple[torch.Tensor, torch.Tensor],

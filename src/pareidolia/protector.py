@@ -389,6 +389,15 @@ def _resume_key(config: ProtectorConfig) -> dict[str, Any]:
     return d
 
 
+def _same_run(stored: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint's resume key allows resuming with ``current``: the same values,
+    where a field the checkpoint predates (added to the config since) must be at its default."""
+    defaults = _resume_key(ProtectorConfig())
+    return set(stored) <= set(current) and all(
+        stored[k] == v if k in stored else v == defaults[k] for k, v in current.items()
+    )
+
+
 # ----------------------------------------------------------------------------- training state
 
 
@@ -503,7 +512,7 @@ class _RunKey:
             raise UserError(f"{path}: not a protector checkpoint")
         if state["base_hash"] != self.base_hash:
             raise UserError(f"{path}: checkpoint was made from another base network")
-        if state["resume_key"] != _resume_key(self.config):
+        if not _same_run(state["resume_key"], _resume_key(self.config)):
             raise UserError(f"{path}: checkpoint was made with another config")
         if state["face_sha256"] != list(self.face_sha256):
             raise UserError(f"{path}: checkpoint was made on other training faces")
