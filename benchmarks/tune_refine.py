@@ -98,10 +98,20 @@ def main() -> None:
         res[m] = {
             "dodge": float((~torch.as_tensor(still)).float().mean()),
             "psr": float(torch.as_tensor(hit).float().mean()),
+            # continuous: the mean score to the own original and to the target (the rates
+            # move in steps of one face)
+            "own": float(torch.as_tensor(th.score(e_p, e_o)).float().mean()),
+            "target": float(torch.as_tensor(th.score(e_p, e_t)).float().mean()),
         }
     box = mask > 0.5
     res["psnr"] = float(np.mean([psnr(a[box], b[box]) for a, b in zip(crops, prot, strict=True)]))
     res["ssim"] = float(np.mean([ssim(a, b) for a, b in zip(crops, prot, strict=True)]))
+    luma = np.array([0.299, 0.587, 0.114])
+    res["dy_mean"] = float(  # the face's mean luminance change, in /255 (paleness)
+        np.mean(
+            [((b.astype(float) - a) @ luma)[box].mean() for a, b in zip(crops, prot, strict=True)]
+        )
+    )
     shifts = [colour_shift(a, b, mask) for a, b in zip(crops, prot, strict=True)]
     res["de_mean"], res["de_p95"] = (
         float(np.mean([s[0] for s in shifts])),
