@@ -227,6 +227,7 @@ def test_the_cache_folder_flag_then_variable_then_xdg(
 
 
 def test_the_table_points_at_the_published_files() -> None:
+    # the addresses are compared as strings only; no test fetches them
     paper, clip = ARTIFACTS["paper-unet"], ARTIFACTS["clip"]
     assert paper.url == (
         "https://huggingface.co/gwang-kim/DiffusionCLIP-CelebA_HQ/resolve/main/celeba_hq.ckpt"
