@@ -6,7 +6,7 @@ The layers, lowest first (README, "Architecture"); a module may import its own l
 layers below it:
 
 1. foundations: ``errors``, ``runtime``, ``checksums``, ``quality``, ``colour``,
-   ``projection``, ``stale`` (and the package's ``__init__``)
+   ``projection``, ``stale``, ``data_parallel`` (and the package's ``__init__``)
 2. ``io`` (reading and writing images) and ``download`` (fetching weights into the cache)
 3. ``faces``: detection, alignment, crops, blending
 4. ``zoo``: the face models, their weights and thresholds
@@ -21,7 +21,7 @@ layers below it:
 10. ``report``: what a protection run did, measured
 11. ``protect``: the photo pipeline
 12. ``web``: the web page
-13. ``commands`` and ``cli``: the ``pareidolia`` command
+13. ``commands``, ``cli`` and ``__main__``: the ``pareidolia`` command
 """
 
 from __future__ import annotations
@@ -35,7 +35,17 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pareidolia"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("", "errors", "runtime", "checksums", "quality", "colour", "projection", "stale"),
+    (
+        "",
+        "errors",
+        "runtime",
+        "checksums",
+        "quality",
+        "colour",
+        "projection",
+        "stale",
+        "data_parallel",
+    ),
     ("io", "download"),
     ("faces",),
     ("zoo",),
@@ -47,7 +57,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("report",),
     ("protect",),
     ("web",),
-    ("commands", "cli"),
+    ("commands", "cli", "__main__"),
 )
 
 

@@ -10,6 +10,10 @@ a target identity (L_A) and that shows a target emotion (L_E). Per batch:
 3. the regulariser gradient ∇_θ (w_lap·L_lap + w_sm·L_SM + w_l1·L1) is added *after* the
    projection; Adam steps; an EMA of the weights is kept (it becomes the protector).
 
+On several processes (``world``, :mod:`pareidolia.data_parallel`) each computes step 1–2 on
+its part of the batch, and g_A, g_E and the regulariser gradient are each averaged over the
+processes before the projection: every process takes the step one process would take.
+
 Reconstruction choices (not fixed by the paper, stated here): w_id = 10, w_expr = 1, w_lap = 1,
 w_sm = 1 (DiffAM has no L_SM), w_l1 = 0.3, a low-pass L1 term w_lowpass = 30 (σ = 4 px; keeps
 colour and shading, which the identity loss otherwise shifts in blotches), lr = 1e-4 and 8
@@ -45,6 +49,7 @@ import copy
 import io
 import json
 import math
+import os
 import signal
 import tempfile
 import threading
@@ -61,11 +66,12 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 from tqdm import tqdm
 
+from pareidolia.data_parallel import SINGLE, World
 from pareidolia.diffusion.cache import LatentCache, LatentKey
 from pareidolia.diffusion.ddim import EpsModel, generate, guided_generate, invert, unet_eps
 from pareidolia.diffusion.hashing import model_hash, tensors_sha256
 from pareidolia.diffusion.schedule import ScoreModelConfig
-from pareidolia.errors import UserError
+from pareidolia.errors import OptionError, UserError
 from pareidolia.io import atomic_write_bytes
 from pareidolia.objectives.expression import (
     DEFAULT_CLIP_MODEL,
@@ -218,8 +224,9 @@ class Protector:
     target_embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
     face_sha256: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
-    # how it was made, set by :func:`finetune`: ``device`` (where it was tuned) and, for the
-    # CLIP guide, ``clip_weights_sha256`` (the weights file's; the config names model and tag)
+    # how it was made, set by :func:`finetune`: ``device`` (where it was tuned), for the CLIP
+    # guide ``clip_weights_sha256`` (the weights file's; the config names model and tag), and
+    # ``world_size`` when several processes trained it (pareidolia.data_parallel)
     run: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -545,7 +552,7 @@ class _Faces:
     def __len__(self) -> int:
         return int(self.x01.shape[0])
 
-    def __getitem__(self, idx: list[int]) -> _Faces:
+    def __getitem__(self, idx: list[int] | slice) -> _Faces:
         return _Faces(self.x01[idx], self.x_net[idx], self.latents[idx])
 
     def sha256(self) -> tuple[str, ...]:
@@ -555,7 +562,8 @@ class _Faces:
 @dataclass(frozen=True)
 class _StepContext:
     """What every step of a run shares: the config, the objectives' crop size, the schedule,
-    the tuned network (as ε and as its parameters) and the objectives."""
+    the tuned network (as ε and as its parameters), the objectives and the processes that
+    train together."""
 
     config: ProtectorConfig
     size: int
@@ -564,6 +572,7 @@ class _StepContext:
     params: list[torch.Tensor]
     obj: _Objectives
     sm: ScoreMatchingLoss
+    world: World
 
 
 # ----------------------------------------------------------------------------- training
@@ -581,6 +590,7 @@ def finetune(
     init: UNet2DModel | None = None,
     fr: EnsembleFactory | None = None,
     guide: ExpressionGuide | None = None,
+    world: World = SINGLE,
 ) -> Protector:
     """Tune a copy of ``unet`` into a protector on training faces (N, 3, S, S) in [0, 1] toward
     the target face(s) (1, 3, S, S). ``unet`` itself is never modified (it is the frozen base
@@ -588,9 +598,12 @@ def finetune(
     starts the tuned weights from there instead of from ``unet``: continued fine-tuning.
     ``fr`` builds the surrogate (and victim) FR models from their names; default: the offline
     zoo's, and required when ``config.fr_zoo`` is ``"paper"``. ``guide`` is L_E's guide
-    (default: the one ``config.guide`` names, :func:`expression_guide`).
+    (default: the one ``config.guide`` names, :func:`expression_guide`). ``world``: the
+    processes that train together (:mod:`pareidolia.data_parallel`), each on its part of
+    every batch, the main one alone writing the latent cache first, the log and checkpoints.
     See the module docstring for the loop, checkpoint and log."""
     _check_inputs(unet, score_cfg, faces_0_1, target_0_1)
+    _check_world(config, world)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = next(unet.parameters()).device
@@ -598,17 +611,18 @@ def finetune(
     fr = fr if fr is not None else _offline_fr(config, size, dev)
     guide = guide if guide is not None else expression_guide(config, size, dev)
     faces01 = faces_0_1.detach().to(dev, torch.float32)
-    faces = _training_faces(unet.eval(), score_cfg, faces01, config, out / "latents")
+    with world.main_first():  # the others read the latents the main process cached
+        faces = _training_faces(unet.eval(), score_cfg, faces01, config, out / "latents")
     target01 = target_0_1.detach().to(dev, torch.float32)
     start = init if init is not None else unet
-    ctx, state = _start(start, score_cfg, config, size, target01, fr, guide)
+    ctx, state = _start(start, score_cfg, config, size, target01, fr, guide, world)
     key = _RunKey(score_cfg.content_hash, config, faces.sha256())
     ckpt_path = out / CHECKPOINT_NAME
     resumed = resume and ckpt_path.is_file()
     if resumed:
         _load_checkpoint(ckpt_path, key, state, dev)
-    log = _open_log(out / LOG_NAME, state.progress.step if resumed else None)
-    _train(ctx, state, faces, log, partial(_save_checkpoint, ckpt_path, key, state), progress)
+    log, checkpoint = _writers(out, key, state, resumed, world)
+    _train(ctx, state, faces, log, checkpoint, progress and world.main)
     return Protector(
         unet=_ema_net(state),
         base_unet=unet,
@@ -617,7 +631,7 @@ def finetune(
         target_embeddings=_target_embeddings(ctx, fr, target01),
         face_sha256=list(key.face_sha256),
         metrics={**state.progress.metrics, "steps": float(state.progress.step)},
-        run={"device": str(dev), **guide_record(guide)},
+        run={"device": str(dev), **guide_record(guide), **world.record()},
     )
 
 
@@ -630,6 +644,26 @@ def _check_inputs(
         raise ValueError("need at least one training face")
     if model_hash(unet) != score_cfg.content_hash:
         raise UserError("the base network's weights do not match score_cfg.content_hash")
+
+
+def _check_world(config: ProtectorConfig, world: World) -> None:
+    if config.batch < world.size:
+        raise OptionError(
+            f"{{batch}} {config.batch} is smaller than the {world.size} processes: each needs a "
+            "face of every batch",
+            "batch",
+        )
+
+
+def _writers(
+    out: Path, key: _RunKey, state: _TrainState, resumed: bool, world: World
+) -> tuple[TextIO, Callable[[], None]]:
+    """The JSONL log and the checkpoint writer; on processes other than the main one, a log to
+    nowhere and no checkpoint."""
+    if not world.main:
+        return open(os.devnull, "w", encoding="utf-8"), lambda: None
+    log = _open_log(out / LOG_NAME, state.progress.step if resumed else None)
+    return log, partial(_save_checkpoint, out / CHECKPOINT_NAME, key, state)
 
 
 def _offline_fr(config: ProtectorConfig, size: int, dev: torch.device) -> EnsembleFactory:
@@ -661,6 +695,7 @@ def _start(
     target01: torch.Tensor,
     fr: EnsembleFactory,
     guide: ExpressionGuide,
+    world: World,
 ) -> tuple[_StepContext, _TrainState]:
     """A fresh run from the weights of ``start``: what its steps share, and its state."""
     tuned = copy.deepcopy(start).eval().requires_grad_(True)
@@ -672,7 +707,7 @@ def _start(
     ac = score_cfg.alphas_cumprod()
     sm = ScoreMatchingLoss(ac, config.t0)
     state = _TrainState(tuned, ema, opt, combiner, torch.Generator().manual_seed(config.seed))
-    return _StepContext(config, size, ac, unet_eps(tuned), params, obj, sm), state
+    return _StepContext(config, size, ac, unet_eps(tuned), params, obj, sm, world), state
 
 
 def _train(
@@ -743,9 +778,10 @@ def _target_embeddings(
 
 
 def _loss_terms(
-    ctx: _StepContext, batch: _Faces, sm_gen: torch.Generator
+    ctx: _StepContext, batch: _Faces, noise: tuple[torch.Tensor, torch.Tensor] | None
 ) -> dict[str, torch.Tensor]:
-    """The loss terms (batch means, with their graphs) of one batch."""
+    """The loss terms (batch means, with their graphs) of one batch; ``noise``: L_SM's
+    timesteps and noise for it (None when L_SM is off)."""
     c, size, x01, lap = ctx.config, ctx.size, batch.x01, ctx.obj.laplacian
     x_hat = generate(ctx.eps, ctx.ac, batch.latents, c.t0, c.n_gen, checkpoint=c.checkpoint_gen)
     x_hat01 = to_crop(x_hat, size)
@@ -755,23 +791,44 @@ def _loss_terms(
     t["L1"] = l1_loss(x_hat01, x01).mean() if c.w_l1 > 0 else zero
     sigma = c.lowpass_sigma * size / WORKING_SIZE
     t["L_lowpass"] = lowpass_l1_loss(x_hat01, x01, sigma).mean() if c.w_lowpass > 0 else zero
-    t["L_SM"] = ctx.sm(ctx.eps, batch.x_net, sm_gen).mean() if c.w_sm > 0 else zero
+    t["L_SM"] = ctx.sm.at(ctx.eps, batch.x_net, *noise).mean() if noise is not None else zero
     return t
 
 
 def _step(ctx: _StepContext, state: _TrainState, batch: _Faces) -> dict[str, float]:
     """Set ``.grad`` of the tuned parameters for one batch; returns the loss terms (batch
-    means)."""
-    c, params, t = ctx.config, ctx.params, _loss_terms(ctx, batch, state.sm_gen)
+    means). This process computes its part of the batch (``ctx.world.rows``); g_A, g_E and the
+    regulariser's gradient are each averaged over the processes before the projection, so it
+    sees the whole batch's gradients. L_SM's noise is drawn for the whole batch."""
+    c, params, world = ctx.config, ctx.params, ctx.world
+    noise = ctx.sm.draw(batch.x_net, state.sm_gen) if c.w_sm > 0 else None
+    rows = world.rows(len(batch))
+    part = batch[rows]
+    part_noise = None if noise is None else (noise[0][rows], noise[1][rows])
+    grads = _part_grads(ctx, part, part_noise)
+    g_a, g_e, g_r, terms = (world.batch_mean(g, len(part) / len(batch)) for g in grads)
+    for p, g, r in zip(params, state.combiner(g_a, g_e), g_r, strict=True):
+        p.grad = (g + r).to(p.dtype)
+    return dict(zip(TERMS, (float(v) for v in terms), strict=True))
+
+
+def _part_grads(
+    ctx: _StepContext, part: _Faces, noise: tuple[torch.Tensor, torch.Tensor] | None
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """g_A, g_E and the regulariser's gradient of the means over ``part``, and the loss terms
+    in :data:`TERMS` order; zeros for an empty part."""
+    c, params = ctx.config, ctx.params
+    if len(part) == 0:
+        zeros = [[torch.zeros_like(p) for p in params] for _ in range(3)]
+        return zeros[0], zeros[1], zeros[2], [params[0].new_zeros(()) for _ in TERMS]
+    t = _loss_terms(ctx, part, noise)
     g_a = _grads(c.w_id * t["L_A"], params, retain=True)
     g_e = _grads(c.w_expr * t["L_E"], params, retain=True)
     reg = (
         c.w_lap * t["L_lap"] + c.w_l1 * t["L1"] + c.w_lowpass * t["L_lowpass"] + c.w_sm * t["L_SM"]
     )
     g_r = _grads(reg, params, False)
-    for p, g, r in zip(params, state.combiner(g_a, g_e), g_r, strict=True):
-        p.grad = (g + r).to(p.dtype)
-    return {k: float(t[k].detach()) for k in TERMS}
+    return g_a, g_e, g_r, [t[k].detach() for k in TERMS]
 
 
 # ----------------------------------------------------------------------------- artifact

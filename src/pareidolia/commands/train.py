@@ -5,9 +5,12 @@
   training split); the target is the largest face of IMG. Working files (latent cache,
   checkpoint, JSONL log) go to ``FILE.work/``; ``--resume`` continues an interrupted run from
   there. Settings come from the ``ProtectorConfig`` defaults, then ``--config FILE.toml``, then
-  the flags. ``--guide clip`` (TOML ``guide = "clip"``) tunes with the paper's CLIP directional
-  loss; its weights (``--clip-model`` / ``--clip-pretrained``) are read from the cache folder
-  that ``pareidolia fetch clip`` fills, or from a file, never downloaded here.
+  the flags. Under ``accelerate launch`` or ``torchrun`` (``-m pareidolia train …``) each
+  process trains on its part of every batch (:mod:`pareidolia.data_parallel`); the first alone
+  writes the work files and the protector. ``--guide clip`` (TOML ``guide = "clip"``) tunes
+  with the paper's CLIP directional loss; its weights (``--clip-model`` / ``--clip-pretrained``)
+  are read from the cache folder that ``pareidolia fetch clip`` fills, or from a file, never
+  downloaded here.
 - ``apply --protector FILE CROPS… [-o DIR]``: aligned working crops in (square images, e.g. what
   ``prior data`` writes), protected crops out with a ``_protected`` suffix; nothing overwritten.
 """
@@ -70,7 +73,7 @@ def _config(args: argparse.Namespace) -> Any:
         "emotion": args.emotion, "victim": args.victim, "epochs": args.epochs, "lr": args.lr,
         "t0": args.t0, "projection": args.projection, "seed": args.seed,
         "fr_zoo": args.fr_zoo, "guide": args.guide, "clip_model": args.clip_model,
-        "clip_pretrained": args.clip_pretrained,
+        "clip_pretrained": args.clip_pretrained, "batch": args.batch,
     }  # fmt: skip
     values.update({k: v for k, v in flags.items() if v is not None})
     if values.get("fr_zoo") == "paper":
@@ -101,6 +104,7 @@ def paper_fr(args: argparse.Namespace, device: torch.device) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from pareidolia.data_parallel import join_world
     from pareidolia.diffusion.models import shared_score_model
     from pareidolia.locate import target_face
     from pareidolia.protector import expression_guide, finetune, save_protector
@@ -111,7 +115,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: output folder does not exist")
     config = _config(args)
-    device = device_of(args)
+    world, device = join_world(device_of(args))  # one process, or one of a launcher's
     if args.fr_weights and config.fr_zoo != "paper":
         raise UserError("--fr-weights is for --fr-zoo paper (the offline zoo ships its weights)")
     fr = paper_fr(args, device) if config.fr_zoo == "paper" else None
@@ -120,16 +124,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     target = target_face(Path(args.target), WORKING_SIZE)
     unet, score_cfg = shared_score_model(args.model, device)
     work = out.with_name(out.name + WORK_SUFFIX)
-    print(f"training on {len(names)} faces; target {args.target}; work folder {work}")
-    print(f"config: {config.to_json()}; base network {score_cfg.source} on {device}")
+    if world.main:
+        print(f"training on {len(names)} faces; target {args.target}; work folder {work}")
+        print(f"config: {config.to_json()}; base network {score_cfg.source} on {device}")
+    if world.main and world.size > 1:
+        print(f"{world.size} processes, each on its part of every batch of {config.batch}")
     start = time.perf_counter()
     protector = finetune(
         unet, score_cfg, faces.to(device), target.to(device), config, work,
-        progress=not args.quiet, resume=args.resume, fr=fr, guide=guide,
+        progress=not args.quiet, resume=args.resume, fr=fr, guide=guide, world=world,
     )  # fmt: skip
     protector.metrics["train_seconds"] = round(time.perf_counter() - start, 1)
-    save_protector(out, protector, overwrite=args.overwrite)
-    print(f"{out}: protector written ({json.dumps(protector.metrics)})")
+    if world.main:
+        save_protector(out, protector, overwrite=args.overwrite)
+        print(f"{out}: protector written ({json.dumps(protector.metrics)})")
     return 0
 
 
@@ -174,6 +182,8 @@ def add_train_parsers(sub: Any) -> None:
     t.add_argument("--t0", type=int)
     t.add_argument("--projection", choices=["gradvac", "pcgrad", "none"])
     t.add_argument("--seed", type=int)
+    t.add_argument("--batch", type=int, help="faces per step (default 1); under `accelerate "
+                   "launch` or `torchrun`, split between the processes")  # fmt: skip
     t.add_argument("--guide", choices=("classifier", "clip"),
                    help="L_E's expression guide: the face-api classifier (default, offline) or "
                    "the paper's CLIP directional loss (needs open_clip_torch and `pareidolia "

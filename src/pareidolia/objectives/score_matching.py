@@ -44,6 +44,18 @@ def score_matching_loss(
     if not 0 <= t_max < n:
         raise ValueError(f"t_max must be in 0..{n - 1}, got {t_max}")
     t, eps = sample_noise(x, t_max, generator)
+    return noised_loss(model, x, alphas_cumprod, t, eps)
+
+
+def noised_loss(
+    model: EpsModel,
+    x: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+) -> torch.Tensor:
+    """L_SM per sample (B,) of clean faces ``x`` noised at timesteps ``t`` with noise ``eps``
+    (as :func:`sample_noise` draws them)."""
     a = alphas_cumprod.to(x.device)[t].to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
     x_t = a.sqrt() * x + (1.0 - a).sqrt() * eps
     return (model(x_t, t) - eps).pow(2).flatten(1).mean(1)
@@ -62,3 +74,17 @@ class ScoreMatchingLoss:
         self, model: EpsModel, x: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         return score_matching_loss(model, x, self.alphas_cumprod, self.t_max, generator)
+
+    def draw(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The timesteps and noise :meth:`__call__` would draw for ``x``, drawn apart from the
+        loss (a batch split between processes draws them whole, then each takes its rows)."""
+        t_max = self.alphas_cumprod.shape[0] - 1 if self.t_max is None else self.t_max
+        return sample_noise(x, t_max, generator)
+
+    def at(
+        self, model: EpsModel, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor:
+        """L_SM per sample of ``x`` with the timesteps and noise of :meth:`draw`."""
+        return noised_loss(model, x, self.alphas_cumprod, t, eps)
