@@ -93,3 +93,20 @@ def test_bad_t_max_raises() -> None:
     with pytest.raises(ValueError):
         ScoreMatchingLoss(ABAR, t0=-1)
     assert math.isfinite(float(ABAR[-1]))
+
+
+@pytest.mark.parametrize("all_timesteps", [False, True])
+def test_noise_drawn_apart_gives_the_same_loss_and_rows_of_it(all_timesteps: bool) -> None:
+    """draw + at is the loss itself; a part of the batch with its rows of the batch's noise
+    (as a process of several takes it) gets its rows of the loss."""
+    sm, model, x = (
+        ScoreMatchingLoss(ABAR, t0=400, all_timesteps=all_timesteps),
+        tiny_unet(),
+        faces(3),
+    )
+    with torch.no_grad():
+        whole = sm(unet_eps(model), x, torch.Generator().manual_seed(5))
+        t, eps = sm.draw(x, torch.Generator().manual_seed(5))
+        assert torch.equal(sm.at(unet_eps(model), x, t, eps), whole)
+        part = sm.at(unet_eps(model), x[1:], t[1:], eps[1:])
+    torch.testing.assert_close(part, whole[1:])
