@@ -1,6 +1,7 @@
 """Tune the per-face refinement [ours] on the *training* faces (never the held-out ones).
 
     python benchmarks/tune_refine.py --faces out/prior-data --n 8 [--set steps=20 --set w_dodge=2]
+        [--side 190]   # every crop first held at 190 photo px: a small face, as in a group photo
 
 Crop level: each training face's 256 px working crop is edited by the shipped protector (victim
 dlib, surrogates sface / faceres / mobileface), refined against those surrogates, and measured
@@ -45,6 +46,11 @@ def main() -> None:
     ap.add_argument("--victim", default="dlib", help="the FR model left out of the refinement")
     ap.add_argument("--alpha", type=float, default=1.0, help="strength of the MAP edit")
     ap.add_argument(
+        "--side",
+        type=int,
+        help="simulate small faces: every crop first held at this many photo px (its own size)",
+    )
+    ap.add_argument(
         "--prior-only",
         action="store_true",
         help="the untuned prior in place of the protector (the shipped one saw these faces)",
@@ -64,6 +70,12 @@ def main() -> None:
     faces = fs.faces("train")[: args.n]
     names = [n for n, _ in faces]
     crops = np.stack([c for _, c in faces])
+    if args.side:  # the crop a face of this size in a photo gives: resampled up to 256 px
+        small = torch.nn.functional.interpolate(
+            to_tensor(crops), size=(args.side,) * 2, mode="bilinear", antialias=True
+        )
+        up = torch.nn.functional.interpolate(small, size=(256, 256), mode="bicubic")
+        crops = to_uint8(up.clamp(0, 1))
     x0 = to_tensor(crops)
     protector = default_protector(args.emotion)
     surrogates = [m for m in ("dlib", "sface", "faceres", "mobileface") if m != args.victim]
@@ -71,7 +83,7 @@ def main() -> None:
         protector = dataclasses.replace(protector, unet=protector.base_unet)
     refiner = Refiner(surrogates, args.emotion, cfg, zoo_ensembles(256, "cpu"))
     t_emb = refiner.embed(to_tensor(default_target_crop()[None]))
-    own_side = [min(256, side[n]) for n in names]
+    own_side = [args.side or min(256, side[n]) for n in names]
     t = time.perf_counter()
     if cfg.guide_steps > 0:
         guide = refiner.guide(x0, t_emb, own_side, lambda x: to_crop(x, 256))
