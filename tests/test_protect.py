@@ -986,7 +986,7 @@ def test_chroma_restoration_switches_in_the_default_mode_too(
     crop = to_tensor(warp_crop(photo.rgb, working_alignment(face.landmarks)))
     tint = (crop * torch.tensor([1.1, 0.9, 1.0]).view(1, 3, 1, 1)).clamp(0, 1)
     monkeypatch.setattr(
-        pipeline, "apply_protector", lambda p, x, guide=None: tint
+        pipeline, "apply_protector", lambda p, x, guide=None, dtype=None: tint
     )  # a pass that tints
     out = {
         c: pipeline.edit_crops(

@@ -316,7 +316,7 @@ def _edit_batch(
     if refinement is not None and options.refine.guide_steps > 0:
         refiner, target = refinement
         guide = refiner.guide(x0, target, side, partial(to_crop, size=x0.shape[-1]))
-    edited = apply_protector(protector, x0, guide, options.dtype)
+    edited = apply_protector(protector, x0, guide, dtype=options.dtype)
     if options.mode == "refine":
         edited = x0 + options.map_strength * (edited - x0)
     if options.chroma:
