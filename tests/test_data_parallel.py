@@ -120,7 +120,7 @@ def _one_step(rank: int, size: int, port: int, n: int, out: str) -> None:
     cpu = torch.device("cpu")
     fr, guide = P._offline_fr(c, 32, cpu), P.expression_guide(c, 32, cpu)
     batch = P._training_faces(unet, cfg, faces, c, Path(out) / f"latents-{size}-{rank}")
-    ctx, state = P._start(unet, cfg, c, 32, target, fr, guide, World(rank, size))
+    ctx, state = P._start(unet, cfg, c, 32, target, fr, guide, World(rank, size), torch.float32)
     terms = P._step(ctx, state, batch)
     if rank == 0:
         torch.save(
@@ -244,7 +244,8 @@ def test_two_processes_train_the_weights_of_one(
     assert float((w2 - w1).norm() / (w1 - w0).norm()) < WEIGHTS_TOLERANCE
     change = float((w1 - w0).abs().max())
     assert float((w2 - w1).abs().quantile(0.999)) < 0.01 * change
-    assert p2.run == {"device": "cpu", "world_size": "2"} and p1.run == {"device": "cpu"}
+    assert p2.run == {"device": "cpu", "dtype": "float32", "world_size": "2"}
+    assert p1.run == {"device": "cpu", "dtype": "float32"}
     l1, l2 = _losses(one), _losses(two)
     assert [r["step"] for r in l2] == [1, 2, 3, 4]
     for a, b in zip(l1, l2, strict=True):

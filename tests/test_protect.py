@@ -136,6 +136,7 @@ def test_json_report_schema(astronaut_run: dict[str, Any]) -> None:
     report = astronaut_run["report"]
     assert set(report) == {"far", "photos", "run"}
     assert report["run"]["device"] == str(pick_device("auto"))  # where it ran, and on what
+    assert report["run"]["dtype"] == "float32"
     assert canonical_spec(report["run"]["model"]) == SHIPPED_PRIOR_SPEC
     photo = report["photos"][0]
     assert set(photo) == {
@@ -726,6 +727,8 @@ def test_options_are_checked() -> None:
         ProtectOptions(adapt_steps=-1)
     with pytest.raises(UserError):
         ProtectOptions(min_face=0)
+    with pytest.raises(UserError, match="dtype must be float32 or bfloat16"):
+        ProtectOptions(dtype=torch.float16)
 
 
 # ----------------------------------------------------------------------------- full disk
@@ -913,6 +916,26 @@ def test_fast_mode_is_the_protectors_pass_with_the_originals_chroma(
     assert (no_chroma - got).abs().max() > 1 / 255  # the switch really switches
 
 
+def test_bfloat16_reaches_the_protectors_pass_and_the_report(
+    astronaut_path: Path,
+    protector_file: Path,
+    protector: Protector,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pareidolia.protect import edit_crops
+
+    photo = read_photo(astronaut_path)
+    crop = to_tensor(warp_crop(photo.rgb, working_alignment(locate_faces(photo.rgb)[0].landmarks)))
+    fp32 = edit_crops(protector, crop, ProtectOptions(mode="fast"), [256])
+    bf16 = edit_crops(protector, crop, ProtectOptions(mode="fast", dtype=torch.bfloat16), [256])
+    assert 0 < float((bf16 - fp32).abs().max()) < 0.05  # computed in bfloat16, and close
+    argv = ["protect", str(astronaut_path), "--protector", str(protector_file), "-o"]
+    argv += [str(tmp_path), "--fast", "--dtype", "bfloat16", "--no-robustness", "--json"]
+    rc, out, _ = _run(argv, capsys)
+    assert rc == 0 and json.loads(out)["run"]["dtype"] == "bfloat16"
+
+
 def test_default_mode_refines_every_face_in_one_batch_and_reports_colour(
     insightface_images: Path, protector: Protector
 ) -> None:
@@ -963,7 +986,7 @@ def test_chroma_restoration_switches_in_the_default_mode_too(
     crop = to_tensor(warp_crop(photo.rgb, working_alignment(face.landmarks)))
     tint = (crop * torch.tensor([1.1, 0.9, 1.0]).view(1, 3, 1, 1)).clamp(0, 1)
     monkeypatch.setattr(
-        pipeline, "apply_protector", lambda p, x, guide=None: tint
+        pipeline, "apply_protector", lambda p, x, guide=None, dtype=None: tint
     )  # a pass that tints
     out = {
         c: pipeline.edit_crops(

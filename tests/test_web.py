@@ -134,6 +134,17 @@ def test_astronaut_upload_is_protected_with_report(
     assert any("face 1 of 1" in s for _, s in seen)
 
 
+def test_the_dtype_is_recorded_and_a_bad_one_is_a_message(
+    tmp_path: Path, protector: Protector
+) -> None:
+    upload = _upload(tmp_path, None, "notes.jpg", "these are not pixels")
+    result, _ = _run(tmp_path, [upload], protector, dtype="bfloat16")
+    run = json.loads(Path(result.files[0]).read_text(encoding="utf-8"))["run"]
+    assert run == {"device": "cpu", "dtype": "bfloat16"}
+    result, _ = _run(tmp_path, [upload], protector, dtype="half")
+    assert result.message == "**Problem:** dtype 'half': not a dtype (float32, bfloat16, auto)"
+
+
 def test_not_an_image_gives_a_clear_message_and_cleans_up(
     tmp_path: Path, protector: Protector
 ) -> None:
@@ -147,6 +158,8 @@ def test_not_an_image_gives_a_clear_message_and_cleans_up(
     assert str(tmp_path) not in result.message  # only the user's file name
     assert [Path(f).name for f in result.files] == ["pareidolia-report.json"]
     assert list(work.iterdir()) == []
+    run = json.loads(Path(result.files[0]).read_text(encoding="utf-8"))["run"]
+    assert run == {"device": "cpu", "dtype": "float32"}  # where and how it would have run
 
 
 def test_a_good_and_a_bad_photo_together(

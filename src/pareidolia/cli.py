@@ -37,7 +37,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from pareidolia.commands.options import device_of
 
     out_dir = Path(args.out) if args.out else None
-    return run_demo(out_dir, as_json=args.json, device=device_of(args), model=args.model)
+    return run_demo(
+        out_dir, as_json=args.json, device=device_of(args), model=args.model, dtype=args.dtype
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,10 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the demo on the bundled public-domain astronaut photo")
     d.add_argument("--out", help="folder for the demo's files (default: ./pareidolia-demo)")
     d.add_argument("--json", action="store_true", help="print the report as JSON")
-    from pareidolia.commands.options import add_device_option, add_model_option
+    from pareidolia.commands.options import add_device_option, add_dtype_option, add_model_option
 
     add_model_option(d, "prior:", " (default prior: the shipped protector was made on it)")
     add_device_option(d)
+    add_dtype_option(d)
     d.set_defaults(func=_cmd_demo)
 
     from pareidolia.commands.bench import add_bench_parser

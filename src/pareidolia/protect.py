@@ -68,7 +68,7 @@ from pareidolia.objectives.identity import zoo_ensembles
 from pareidolia.protector import Protector, adapt_protector, apply_protector, to_crop
 from pareidolia.refine import RefineConfig, Refiner
 from pareidolia.report import EditedFace, PhotoReport, SkippedFace, measure_faces
-from pareidolia.runtime import WORKING_SIZE
+from pareidolia.runtime import WORKING_SIZE, dtype_name
 from pareidolia.zoo import registry
 
 __all__ = [
@@ -117,6 +117,8 @@ class ProtectOptions:
     surrogates: tuple[str, ...] | None = None
     # [ours] EOT copies of the refinement for faces under SMALL_FACE_PX; None: refine.copies
     small_face_copies: int | None = SMALL_FACE_COPIES
+    # the score network's compute dtype (adapting and the MAP pass; pareidolia.runtime.pick_dtype)
+    dtype: torch.dtype = torch.float32
 
     def __post_init__(self) -> None:
         if self.mode not in ("refine", "fast"):
@@ -140,6 +142,8 @@ class ProtectOptions:
             )
         if not 1 <= self.quality <= 100:
             raise OptionError(f"{{quality}} must be within 1..100, got {self.quality}", "quality")
+        if self.dtype not in (torch.float32, torch.bfloat16):
+            raise OptionError(f"{{dtype}} must be float32 or bfloat16, got {self.dtype}", "dtype")
 
     def check_target(self, has_target: bool) -> None:
         """Raise :class:`OptionError` when these options and a target crop of one's own (or
@@ -211,10 +215,15 @@ def format_change(photo: Photo, output: Path) -> str | None:
 BATCH = 8  # faces per protector / refinement batch (bounds memory on photos with many faces)
 
 
-def run_record(protector: Protector) -> dict[str, str]:
-    """Where a run computes and with what base network (the reports' ``run`` entry); for a
-    protector tuned with the CLIP guide, also that guide's model, tag and weights' sha256."""
-    record = {"device": str(protector.device), "model": protector.base_cfg.source}
+def run_record(protector: Protector, options: ProtectOptions) -> dict[str, str]:
+    """Where and in what dtype a run computes, and with what base network (the reports' ``run``
+    entry); for a protector tuned with the CLIP guide, also that guide's model, tag and
+    weights' sha256."""
+    record = {
+        "device": str(protector.device),
+        "dtype": dtype_name(options.dtype),
+        "model": protector.base_cfg.source,
+    }
     c = protector.config
     if c.guide == "clip":
         record["guide"] = f"clip {c.clip_model} / {c.clip_pretrained}"
@@ -307,7 +316,7 @@ def _edit_batch(
     if refinement is not None and options.refine.guide_steps > 0:
         refiner, target = refinement
         guide = refiner.guide(x0, target, side, partial(to_crop, size=x0.shape[-1]))
-    edited = apply_protector(protector, x0, guide)
+    edited = apply_protector(protector, x0, guide, dtype=options.dtype)
     if options.mode == "refine":
         edited = x0 + options.map_strength * (edited - x0)
     if options.chroma:
@@ -472,7 +481,11 @@ def protect_photo(
             progress("adapt", 0, 1)
         learn = [c for c, s in zip(crops, small, strict=True) if not s] or crops
         protector = adapt_protector(
-            protector, to_tensor(learn[: options.adapt_steps]), target_crop, options.adapt_steps
+            protector,
+            to_tensor(learn[: options.adapt_steps]),
+            target_crop,
+            options.adapt_steps,
+            dtype=options.dtype,
         )
         report.adapted_steps = int(protector.metrics.get("adapt_steps", 0))
         if progress is not None:

@@ -29,6 +29,16 @@ When the faces' size differs from the network's resolution, faces are resized (b
 antialiased) to the resolution for inversion/generation and x̂ is resized back before the
 objectives; :func:`apply_protector` does the same.
 
+Precision and memory: ``dtype`` (:func:`finetune`, :func:`apply_protector`) is the score
+network's compute dtype; bfloat16 runs its forward passes under autocast
+(:func:`pareidolia.runtime.autocast`) while the weights, Adam, the EMA, the DDIM arithmetic and
+the objectives stay float32. The cached inversion latents of training are always computed in
+float32 (once per face; the cache is shared by runs of either dtype).
+``checkpoint_gen`` recomputes activations in the backward pass instead of storing them: each
+generation step (:func:`~pareidolia.diffusion.ddim.generate`) and, where the network supports
+it, each of its resnet blocks (diffusers' ``enable_gradient_checkpointing``). It changes memory
+and time only, so a run may be resumed with it switched.
+
 Checkpoint (``out_dir/checkpoint.pt``, written atomically after every epoch and on Ctrl-C):
 tuned weights, EMA weights, Adam state, projection state, epoch / batch position / step, the
 score-matching noise generator and torch's global RNG. ``resume=True`` continues from it,
@@ -39,7 +49,7 @@ The artifact (:func:`save_protector`) is one safetensors file holding the full E
 a delta: exact and self-contained; the base hash still binds it to its base network) under
 ``unet.*``, the target's reference embeddings per FR model under ``target_embedding.*``, and a
 JSON header (config, base model hash, sha256 of all tensors, training-face hashes, metrics, and
-``run``: the device, and the CLIP weights' sha256 for a CLIP-guided protector).
+``run``: the device and dtype, and the CLIP weights' sha256 for a CLIP-guided protector).
 """
 
 from __future__ import annotations
@@ -87,7 +97,7 @@ from pareidolia.objectives.identity import EnsembleFactory, IdentityLoss, zoo_en
 from pareidolia.objectives.landmarks import LaplacianLoss
 from pareidolia.objectives.score_matching import ScoreMatchingLoss
 from pareidolia.projection import Combiner, GradVac, make_combiner
-from pareidolia.runtime import WORKING_SIZE
+from pareidolia.runtime import WORKING_SIZE, dtype_name
 from pareidolia.zoo import registry
 
 if TYPE_CHECKING:
@@ -146,7 +156,7 @@ class ProtectorConfig:
     fr_zoo: Literal["offline", "paper"] = "offline"
     emotion: str = "happy"
     ema_decay: float = 0.999
-    checkpoint_gen: bool = False
+    checkpoint_gen: bool = False  # memory only (same results): recompute activations in backward
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -224,9 +234,10 @@ class Protector:
     target_embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
     face_sha256: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
-    # how it was made, set by :func:`finetune`: ``device`` (where it was tuned), for the CLIP
-    # guide ``clip_weights_sha256`` (the weights file's; the config names model and tag), and
-    # ``world_size`` when several processes trained it (pareidolia.data_parallel)
+    # how it was made, set by :func:`finetune`: ``device`` (where it was tuned), ``dtype`` (the
+    # score network's compute dtype; absent in protectors made before it was recorded: float32),
+    # for the CLIP guide ``clip_weights_sha256`` (the weights file's; the config names model and
+    # tag), and ``world_size`` when several processes trained it (pareidolia.data_parallel)
     run: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -389,17 +400,22 @@ def _deferred_sigint() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
+_FREE_ON_RESUME = ("epochs", "checkpoint_gen")
+"""Config fields a resumed run may change: the number of epochs (it may grow) and the memory
+options (they change neither the results nor the state a checkpoint holds)."""
+
+
 def _resume_key(config: ProtectorConfig) -> dict[str, Any]:
-    """The config fields a resumed run must share with the checkpoint (epochs may grow)."""
-    d = config.to_dict()
-    d.pop("epochs")
-    return d
+    """The config fields a resumed run must share with the checkpoint."""
+    return {k: v for k, v in config.to_dict().items() if k not in _FREE_ON_RESUME}
 
 
 def _same_run(stored: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
     """Whether a checkpoint's resume key allows resuming with ``current``: the same values,
-    where a field the checkpoint predates (added to the config since) must be at its default."""
+    where a field the checkpoint predates (added to the config since) must be at its default.
+    Fields free on resume that an older checkpoint's key still holds are ignored."""
     defaults = _resume_key(ProtectorConfig())
+    stored = {k: v for k, v in stored.items() if k not in _FREE_ON_RESUME}
     return set(stored) <= set(current) and all(
         stored[k] == v if k in stored else v == defaults[k] for k, v in current.items()
     )
@@ -591,6 +607,7 @@ def finetune(
     fr: EnsembleFactory | None = None,
     guide: ExpressionGuide | None = None,
     world: World = SINGLE,
+    dtype: torch.dtype = torch.float32,
 ) -> Protector:
     """Tune a copy of ``unet`` into a protector on training faces (N, 3, S, S) in [0, 1] toward
     the target face(s) (1, 3, S, S). ``unet`` itself is never modified (it is the frozen base
@@ -601,7 +618,9 @@ def finetune(
     (default: the one ``config.guide`` names, :func:`expression_guide`). ``world``: the
     processes that train together (:mod:`pareidolia.data_parallel`), each on its part of
     every batch, the main one alone writing the latent cache first, the log and checkpoints.
-    See the module docstring for the loop, checkpoint and log."""
+    ``dtype``: the score network's compute dtype in the training steps
+    (:func:`pareidolia.runtime.pick_dtype`).
+    See the module docstring for the loop, checkpoint, log and precision."""
     _check_inputs(unet, score_cfg, faces_0_1, target_0_1)
     _check_world(config, world)
     out = Path(out_dir)
@@ -615,7 +634,7 @@ def finetune(
         faces = _training_faces(unet.eval(), score_cfg, faces01, config, out / "latents")
     target01 = target_0_1.detach().to(dev, torch.float32)
     start = init if init is not None else unet
-    ctx, state = _start(start, score_cfg, config, size, target01, fr, guide, world)
+    ctx, state = _start(start, score_cfg, config, size, target01, fr, guide, world, dtype)
     key = _RunKey(score_cfg.content_hash, config, faces.sha256())
     ckpt_path = out / CHECKPOINT_NAME
     resumed = resume and ckpt_path.is_file()
@@ -631,7 +650,12 @@ def finetune(
         target_embeddings=_target_embeddings(ctx, fr, target01),
         face_sha256=list(key.face_sha256),
         metrics={**state.progress.metrics, "steps": float(state.progress.step)},
-        run={"device": str(dev), **guide_record(guide), **world.record()},
+        run={
+            "device": str(dev),
+            "dtype": dtype_name(dtype),
+            **guide_record(guide),
+            **world.record(),
+        },
     )
 
 
@@ -696,9 +720,11 @@ def _start(
     fr: EnsembleFactory,
     guide: ExpressionGuide,
     world: World,
+    dtype: torch.dtype,
 ) -> tuple[_StepContext, _TrainState]:
     """A fresh run from the weights of ``start``: what its steps share, and its state."""
     tuned = copy.deepcopy(start).eval().requires_grad_(True)
+    _activation_checkpointing(tuned, config.checkpoint_gen)
     params: list[torch.Tensor] = [p for p in tuned.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
     ema = _Ema(tuned, config.ema_decay)
@@ -707,7 +733,18 @@ def _start(
     ac = score_cfg.alphas_cumprod()
     sm = ScoreMatchingLoss(ac, config.t0)
     state = _TrainState(tuned, ema, opt, combiner, torch.Generator().manual_seed(config.seed))
-    return _StepContext(config, size, ac, unet_eps(tuned), params, obj, sm, world), state
+    return _StepContext(config, size, ac, unet_eps(tuned, dtype), params, obj, sm, world), state
+
+
+def _activation_checkpointing(net: UNet2DModel, on: bool) -> None:
+    """Switch the network's own activation checkpointing (diffusers, per resnet block) where
+    the network supports it."""
+    if not getattr(net, "_supports_gradient_checkpointing", False):
+        return
+    if on:
+        net.enable_gradient_checkpointing()
+    else:
+        net.disable_gradient_checkpointing()
 
 
 def _train(
@@ -761,6 +798,7 @@ def _train_epoch(
 
 def _ema_net(state: _TrainState) -> UNet2DModel:
     ema_net = copy.deepcopy(state.tuned).requires_grad_(False).eval()
+    _activation_checkpointing(ema_net, False)
     ema_net.load_state_dict(state.ema.shadow)
     return ema_net
 
@@ -1028,11 +1066,12 @@ def adapt_protector(
     target_0_1: torch.Tensor,
     steps: int,
     fr: EnsembleFactory | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Protector:
     """A copy of ``protector`` adapted to ``faces_0_1`` (N, 3, S, S) by about ``steps`` more
     fine-tuning steps, started from the protector's own weights, toward the target crop
     ``target_0_1`` (1, 3, S, S). The target embeddings become those of ``target_0_1``.
-    ``fr`` as in :func:`finetune`."""
+    ``fr`` and ``dtype`` as in :func:`finetune`."""
     if steps <= 0:
         return protector
     cfg = protector.config
@@ -1049,6 +1088,7 @@ def adapt_protector(
             progress=False,
             init=protector.unet,
             fr=fr,
+            dtype=dtype,
         )
     unet = adapted.unet
     return replace(
@@ -1063,9 +1103,11 @@ def apply_protector(
     protector: Protector,
     faces_0_1: torch.Tensor,
     guide: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Protect faces (N, 3, S, S) in [0, 1]: invert with the base network, generate with the
-    protector (no grad through the networks). Returns (N, 3, S, S) in [0, 1].
+    protector (no grad through the networks), both computing in ``dtype``
+    (:func:`pareidolia.runtime.pick_dtype`). Returns (N, 3, S, S) in [0, 1] as float32.
 
     With ``guide`` [ours], every generation step's clean estimate x̂₀ (network space,
     [−1, 1]) is corrected by ``guide(x̂₀, t)`` before it is re-noised
@@ -1076,9 +1118,9 @@ def apply_protector(
     dev = next(protector.unet.parameters()).device
     ac = cfg.alphas_cumprod()
     x = _to_net(faces_0_1.detach().to(dev, torch.float32), cfg.resolution)
-    eps = unet_eps(protector.unet)
+    eps = unet_eps(protector.unet, dtype)
     with torch.no_grad():
-        x_t0 = invert(unet_eps(protector.base_unet), ac, x, c.t0, c.n_inv)
+        x_t0 = invert(unet_eps(protector.base_unet, dtype), ac, x, c.t0, c.n_inv)
         if guide is None:
             x_hat = generate(eps, ac, x_t0, c.t0, c.n_gen)
     if guide is not None:

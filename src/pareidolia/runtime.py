@@ -10,11 +10,15 @@ This module is the bottom of the import graph (it imports nothing of pareidolia 
 - :data:`ADAPT_STEPS`: the default number of fine-tuning steps when a protector is adapted to a
   photo's faces (``protect --target`` with ``--fast``, the web page, the benchmark's
   ``map-adapt``);
-- :func:`pick_device`: ``auto`` = CUDA when present, else the CPU.
+- :func:`pick_device`: ``auto`` = CUDA when present, else the CPU;
+- :func:`pick_dtype` and :func:`autocast`: the score network's compute dtype (``float32``, the
+  default, or ``bfloat16`` autocast; master weights, optimiser and EMA stay float32) and the one
+  context that applies it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 from pareidolia.errors import OptionError
@@ -22,11 +26,22 @@ from pareidolia.errors import OptionError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ADAPT_STEPS", "FAR", "WORKING_SIZE", "pick_device"]
+__all__ = [
+    "ADAPT_STEPS",
+    "DTYPES",
+    "FAR",
+    "WORKING_SIZE",
+    "autocast",
+    "dtype_name",
+    "pick_device",
+    "pick_dtype",
+]
 
 WORKING_SIZE = 256
 FAR = "0.01"
 ADAPT_STEPS = 20
+DTYPES = ("float32", "bfloat16", "auto")
+"""The names :func:`pick_dtype` takes (``float32`` is the default everywhere)."""
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -46,3 +61,45 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise OptionError(f"{{device}} {name}: no CUDA device is available here", "device")
     return device
+
+
+def _bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively: any CPU, a CUDA GPU of compute
+    capability 8.0 or more (not by emulation)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu"
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The compute dtype called ``name`` for ``device``: ``float32``, ``bfloat16`` (autocast),
+    or ``auto`` → bfloat16 on a CUDA device that supports it, else float32. Raises
+    :class:`OptionError` (option ``dtype``) for another name, or bfloat16 where ``device``
+    cannot compute in it."""
+    import torch
+
+    if name not in DTYPES:
+        raise OptionError(f"{{dtype}} {name!r}: not a dtype ({', '.join(DTYPES)})", "dtype")
+    if name == "auto":
+        fast = device.type == "cuda" and _bf16_supported(device)
+        return torch.bfloat16 if fast else torch.float32
+    if name == "bfloat16" and not _bf16_supported(device):
+        raise OptionError(f"{{dtype}} bfloat16: {device} cannot compute in bfloat16", "dtype")
+    return torch.bfloat16 if name == "bfloat16" else torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``float32`` for ``torch.float32``: the name records and reports use."""
+    return str(dtype).removeprefix("torch.")
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager[None]:
+    """The context the score network's forward passes run in: nothing for float32, else
+    ``torch.autocast`` to ``dtype`` on ``device``'s type (the weights stay float32)."""
+    import torch
+
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

@@ -261,13 +261,15 @@ def protect_uploads(
     protector_factory: ProtectorFactory | None = None,
     robustness: bool = True,
     workroot: Path | None = None,
+    dtype: str = "float32",
 ) -> WebResult:
     """Protect uploaded photos; never raises for a problem a user can fix.
 
     ``files`` are the uploads (paths whose last part is the user's file name); ``emotion``
     picks the protector from ``protector_factory`` (default: the shipped protectors);
     ``target``, when given, is a photo of the identity to be mistaken for, and the protector
-    is adapted toward it for ``adapt`` steps (ignored without a target). The work happens in a
+    is adapted toward it for ``adapt`` steps (ignored without a target); the score network
+    computes in ``dtype`` (a :func:`~pareidolia.runtime.pick_dtype` name). The work happens in a
     fresh temporary folder under ``workroot`` (default: the system's), deleted before this
     returns: everything the result refers to went through ``publish`` first.
     """
@@ -285,6 +287,7 @@ def protect_uploads(
         target=Path(target) if target else None,
         adapt=adapt,
         robustness=robustness,
+        dtype=dtype,
     )
     scrub = [*{u.parent for u in uploads}, *([Path(target).parent] if target else [])]
     with tempfile.TemporaryDirectory(prefix=pid_prefix(WEB_WORK), dir=workroot) as tmp:
@@ -321,7 +324,8 @@ def protect_uploads(
 class _Request:
     """One request's photos and settings: the uploads (server paths) with the user's file
     names, the expression of the protector, the target photo (None: no adaptation) with its
-    adaptation steps, and whether the report includes the robustness check."""
+    adaptation steps, whether the report includes the robustness check, and the score
+    network's compute dtype."""
 
     uploads: tuple[Path, ...]
     names: tuple[str, ...]
@@ -329,6 +333,7 @@ class _Request:
     target: Path | None
     adapt: int
     robustness: bool
+    dtype: str
 
 
 def _copy_uploads(request: _Request, work: Path) -> tuple[dict[int, Path], dict[int, str]]:
@@ -372,6 +377,7 @@ def _protect(
     from pareidolia.io import read_photo
     from pareidolia.protect import ProtectOptions, protect_files
     from pareidolia.report import PhotoReport, markdown_summary, reports_json, table_rows
+    from pareidolia.runtime import pick_dtype
 
     if protector_factory is None:
         from pareidolia.default_protectors import default_protector
@@ -381,7 +387,10 @@ def _protect(
     adapt_steps, target_crop = _target(request)
     protector = protector_factory(request.emotion)
     options = ProtectOptions(
-        out_dir=work / "out", adapt_steps=adapt_steps, robustness=request.robustness
+        out_dir=work / "out",
+        adapt_steps=adapt_steps,
+        robustness=request.robustness,
+        dtype=pick_dtype(request.dtype, protector.device),
     )
     inputs, problems = _copy_uploads(request, work)
     reports: dict[int, PhotoReport] = {}
@@ -421,8 +430,9 @@ def _protect(
         pairs.append(Pair(name, publish(original), publish(protected)))
         served.append(publish(report.output))
     report_path = work / "pareidolia-report.json"
-    # where it ran (not the base network's source: a server path)
-    report_path.write_text(reports_json(shown, run={"device": str(protector.device)}), "utf-8")
+    # where and in what dtype it ran (not the base network's source: a server path)
+    run = {"device": str(protector.device), "dtype": request.dtype}
+    report_path.write_text(reports_json(shown, run=run), "utf-8")
     served.append(publish(report_path))
 
     protected_n = len(pairs)
@@ -460,11 +470,12 @@ def build_app(
     protector_factory: ProtectorFactory | None = None,
     emotions: Sequence[str] | None = None,
     keep_seconds: float = KEEP_SECONDS,
+    dtype: str = "float32",
 ) -> Any:
     """The Gradio ``Blocks`` page. ``protector_factory(emotion)`` gives the protector to use
     (default: the shipped ones, loaded once per emotion); ``emotions`` are the choices offered
     (default: the shipped emotions); uploads and results are deleted ``keep_seconds`` after
-    they were made. Requests are queued (at most :data:`MAX_QUEUE` waiting) and protected one
+    they were made; ``dtype`` as for :func:`protect_uploads`. Requests are queued (at most :data:`MAX_QUEUE` waiting) and protected one
     at a time; each waiting user sees their place in the queue on the result components.
     Launch it with :func:`launch_kwargs`, or use :func:`serve`."""
     gr = _gradio()
@@ -586,6 +597,7 @@ def build_app(
                 publish=publish,
                 protector_factory=protector_for,
                 robustness=bool(robust_value),
+                dtype=dtype,
             )
             if not result.pairs:  # also as a pop-up: nothing to show below
                 gr.Warning(result.message.replace("**", ""))
@@ -934,8 +946,9 @@ def serve(
     protector_factory: ProtectorFactory | None = None,
     keep_seconds: float = KEEP_SECONDS,
     emotions: Sequence[str] | None = None,
+    dtype: str = "float32",
 ) -> None:
-    """Run the page (``protector_factory`` and ``emotions`` as for :func:`build_app`) until
+    """Run the page (``protector_factory``, ``emotions`` and ``dtype`` as for :func:`build_app`) until
     interrupted (Ctrl-C, SIGTERM or SIGHUP); uploads and results are
     deleted ``keep_seconds`` after they were made, the cache folder on the way out, and those
     of earlier servers that were killed at the start."""
@@ -945,7 +958,7 @@ def serve(
     with stop_signals_interrupt(), private_cache() as cache, contextlib.suppress(KeyboardInterrupt):
         # a stop (Ctrl-C, SIGTERM, SIGHUP) is a clean exit wherever it lands: while the page
         # is built or starting up, not only inside Gradio's blocking loop
-        app = build_app(protector_factory, emotions, keep_seconds=keep_seconds)
+        app = build_app(protector_factory, emotions, keep_seconds=keep_seconds, dtype=dtype)
         try:
             app.launch(**launch_kwargs(host, port, cache, keep_seconds))  # blocks until stopped
         except OSError as e:

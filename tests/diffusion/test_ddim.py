@@ -132,6 +132,33 @@ def test_checkpointing_gives_the_same_result_and_gradients() -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
 
 
+def test_the_unets_own_checkpointing_gives_the_same_gradients() -> None:
+    """``train --grad-checkpoint``: per-step checkpointing and diffusers' per-block activation
+    checkpointing together change neither the result nor the gradients."""
+    unet = tiny_unet()
+    y_plain, g_plain = _param_grads(unet, checkpoint=False)
+    unet.enable_gradient_checkpointing()
+    y_ckpt, g_ckpt = _param_grads(unet, checkpoint=True)
+    torch.testing.assert_close(y_ckpt, y_plain)
+    for a, b in zip(g_ckpt, g_plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_unet_eps_in_bfloat16_runs_the_network_in_it_and_returns_float32() -> None:
+    """``--dtype bfloat16``: the convolutions compute in bfloat16 under autocast, the weights
+    stay float32, and ε̂ comes back as float32 close to the float32 one."""
+    unet = tiny_unet()
+    seen: list[torch.dtype] = []
+    hook = unet.conv_in.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    x, t = faces(), torch.full((2,), 60, dtype=torch.long)
+    with torch.no_grad():
+        e32, e16 = unet_eps(unet)(x, t), unet_eps(unet, torch.bfloat16)(x, t)
+    hook.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+    assert e16.dtype == torch.float32 and all(p.dtype == torch.float32 for p in unet.parameters())
+    assert 0 < float((e16 - e32).abs().max()) < 0.05 * float(e32.abs().max())
+
+
 def test_guided_generate_with_an_identity_guide_is_generate() -> None:
     from pareidolia.diffusion.ddim import guided_generate
 

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pareidolia.commands.options import add_device_option, add_model_option
+from pareidolia.commands.options import add_device_option, add_dtype_option, add_model_option
 from pareidolia.errors import UserError
 
 DEFAULT_OUT = "pareidolia-bench"
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         fr_weights=_path(args.fr_weights),
         fr_preprocess=args.fr_preprocess,
         device=args.device,
+        dtype=args.dtype,
         seed=args.seed,
         progress=not args.quiet,
     )
@@ -115,6 +116,7 @@ def add_bench_parser(sub: Any) -> None:
     b.add_argument("--fr-preprocess", choices=("resize", "crop"), default="resize",
                    help="paper: resize the whole 256 crop, or crop the face first")  # fmt: skip
     add_device_option(b)
+    add_dtype_option(b)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--quiet", action="store_true", help="no progress output")
     b.set_defaults(func=run, flags={"protectors": "--protector"})

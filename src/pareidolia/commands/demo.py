@@ -41,17 +41,24 @@ def run_demo(
     as_json: bool = False,
     device: torch.device | str = "cpu",
     model: str = "prior:",
+    dtype: str = "float32",
 ) -> int:
     """Protect the astronaut with the default protector on ``device`` (its base network
-    ``model``: the shipped prior, or a one-line refusal); print the report; 0 on success."""
+    ``model``: the shipped prior, or a one-line refusal), the score network computing in
+    ``dtype`` (a :func:`~pareidolia.runtime.pick_dtype` name); print the report; 0 on
+    success."""
+    import torch
+
     from pareidolia.default_protectors import DEFAULT_EMOTION, default_protector
     from pareidolia.io import read_photo
     from pareidolia.protect import ProtectOptions, protect_files, run_record
     from pareidolia.report import render_text, reports_json
+    from pareidolia.runtime import pick_dtype
 
     out = out_dir or Path("pareidolia-demo")
+    options = ProtectOptions(out_dir=out, dtype=pick_dtype(dtype, torch.device(device)))
     protector = default_protector(DEFAULT_EMOTION, device, model)
-    reports = protect_files([ASTRONAUT], protector, ProtectOptions(out_dir=out))
+    reports = protect_files([ASTRONAUT], protector, options)
     report = reports[0]
     if report.output is None or not report.faces:
         raise RuntimeError(f"the demo protected no face: {report.to_dict()}")
@@ -60,7 +67,7 @@ def run_demo(
     image = side_by_side(original, protected, report.faces[0].box)
     atomic_write_bytes(panel, encode_photo(image, "PNG"), overwrite=True)
     if as_json:
-        print(reports_json([report], side_by_side=str(panel), run=run_record(protector)))
+        print(reports_json([report], side_by_side=str(panel), run=run_record(protector, options)))
     else:
         print(render_text([report]))
         print(f"side by side (original | protected | difference ×{AMPLIFY:g}): {panel}")

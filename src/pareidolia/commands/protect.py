@@ -15,7 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pareidolia.commands.options import add_device_option, add_model_option, device_of
+from pareidolia.commands.options import (
+    add_device_option,
+    add_dtype_option,
+    add_model_option,
+    device_of,
+    dtype_of,
+)
 from pareidolia.errors import UserError
 from pareidolia.runtime import ADAPT_STEPS
 
@@ -94,11 +100,12 @@ def add_protect_parser(sub: Any) -> None:
         "for the shipped protectors)"
     )  # fmt: skip
     add_device_option(p)
+    add_dtype_option(p)
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=cmd_protect, flags=FLAGS)
 
 
-def _options(args: argparse.Namespace) -> ProtectOptions:
+def _options(args: argparse.Namespace, device: torch.device) -> ProtectOptions:
     from pareidolia.faces.detect import MIN_FACE_PX
     from pareidolia.protect import ProtectOptions
     from pareidolia.refine import STRENGTHS
@@ -125,6 +132,7 @@ def _options(args: argparse.Namespace) -> ProtectOptions:
         adapt_steps=adapt,
         min_face=args.min_face if args.min_face is not None else MIN_FACE_PX,
         robustness=not args.no_robustness,
+        dtype=dtype_of(args, device),
     )
     # before any work: without --target, adapting aims at the shipped target (see _target)
     options.check_target(has_target=bool(args.target) or options.adapt_steps > 0)
@@ -238,8 +246,8 @@ def cmd_protect(args: argparse.Namespace) -> int:
     from pareidolia.stale import remove_stale
 
     remove_stale()  # face data a killed `--adapt` or web server left in the temporary folder
-    options = _options(args)
     device = device_of(args)
+    options = _options(args, device)
     paths = [Path(p) for p in args.paths]
     files = expand_inputs(paths, options.out_dir)  # bad inputs end the run before any work
     if options.out_dir is not None:
@@ -252,11 +260,13 @@ def cmd_protect(args: argparse.Namespace) -> int:
         reports = protect_files(files, protector, options, progress, target_crop=target)
     except Interrupted as stop:  # Ctrl-C: say what was done (and written) before it
         bar.close()
-        _print_reports(stop.reports, args.json, interrupted=True, run=run_record(protector))
+        _print_reports(
+            stop.reports, args.json, interrupted=True, run=run_record(protector, options)
+        )
         raise
     finally:
         bar.close()
-    _print_reports(reports, args.json, run=run_record(protector))
+    _print_reports(reports, args.json, run=run_record(protector, options))
     return exit_status(reports)
 
 

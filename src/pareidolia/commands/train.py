@@ -10,7 +10,9 @@
   writes the work files and the protector. ``--guide clip`` (TOML ``guide = "clip"``) tunes
   with the paper's CLIP directional loss; its weights (``--clip-model`` / ``--clip-pretrained``)
   are read from the cache folder that ``pareidolia fetch clip`` fills, or from a file, never
-  downloaded here.
+  downloaded here. ``--dtype bfloat16`` runs the score network under autocast;
+  ``--grad-checkpoint`` (TOML ``checkpoint_gen = true``) trades time for memory without
+  changing the result (a run may be resumed with it switched).
 - ``apply --protector FILE CROPS… [-o DIR]``: aligned working crops in (square images, e.g. what
   ``prior data`` writes), protected crops out with a ``_protected`` suffix; nothing overwritten.
 """
@@ -24,10 +26,16 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pareidolia.commands.options import add_device_option, add_model_option, device_of
+from pareidolia.commands.options import (
+    add_device_option,
+    add_dtype_option,
+    add_model_option,
+    device_of,
+    dtype_of,
+)
 from pareidolia.errors import NoFaceError, UserError
 from pareidolia.objectives.expression import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED
-from pareidolia.runtime import WORKING_SIZE
+from pareidolia.runtime import WORKING_SIZE, dtype_name
 
 if TYPE_CHECKING:
     import torch
@@ -74,6 +82,7 @@ def _config(args: argparse.Namespace) -> Any:
         "t0": args.t0, "projection": args.projection, "seed": args.seed,
         "fr_zoo": args.fr_zoo, "guide": args.guide, "clip_model": args.clip_model,
         "clip_pretrained": args.clip_pretrained, "batch": args.batch,
+        "checkpoint_gen": args.grad_checkpoint or None,
     }  # fmt: skip
     values.update({k: v for k, v in flags.items() if v is not None})
     if values.get("fr_zoo") == "paper":
@@ -116,6 +125,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UserError(f"{out.parent}: output folder does not exist")
     config = _config(args)
     world, device = join_world(device_of(args))  # one process, or one of a launcher's
+    dtype = dtype_of(args, device)
     if args.fr_weights and config.fr_zoo != "paper":
         raise UserError("--fr-weights is for --fr-zoo paper (the offline zoo ships its weights)")
     fr = paper_fr(args, device) if config.fr_zoo == "paper" else None
@@ -126,13 +136,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     work = out.with_name(out.name + WORK_SUFFIX)
     if world.main:
         print(f"training on {len(names)} faces; target {args.target}; work folder {work}")
-        print(f"config: {config.to_json()}; base network {score_cfg.source} on {device}")
+        where = f"{score_cfg.source} on {device}, {dtype_name(dtype)}"
+        print(f"config: {config.to_json()}; base network {where}")
     if world.main and world.size > 1:
         print(f"{world.size} processes, each on its part of every batch of {config.batch}")
     start = time.perf_counter()
     protector = finetune(
         unet, score_cfg, faces.to(device), target.to(device), config, work,
         progress=not args.quiet, resume=args.resume, fr=fr, guide=guide, world=world,
+        dtype=dtype,
     )  # fmt: skip
     protector.metrics["train_seconds"] = round(time.perf_counter() - start, 1)
     if world.main:
@@ -147,6 +159,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     from pareidolia.io import output_path_for, read_photo, write_photo
     from pareidolia.protector import apply_protector, load_protector
 
+    device = device_of(args)
+    dtype = dtype_of(args, device)
     out_dir = Path(args.output) if args.output else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,11 +172,11 @@ def _cmd_apply(args: argparse.Namespace) -> int:
                 f"{ph.path}: not an aligned face crop ({w}×{h}); crops are square, ≥ 64 px "
                 "(use `pareidolia protect` for photos)"
             )
-    unet, score_cfg = shared_score_model(args.model, device_of(args))
+    unet, score_cfg = shared_score_model(args.model, device)
     protector = load_protector(args.protector, unet, score_cfg)
     for ph in photos:
         start = time.perf_counter()
-        edited = to_uint8(apply_protector(protector, to_tensor(ph.rgb)).cpu())[0]
+        edited = to_uint8(apply_protector(protector, to_tensor(ph.rgb), dtype=dtype).cpu())[0]
         dest = write_photo(output_path_for(ph.path, out_dir), edited, like=ph)
         print(f"{ph.path} -> {dest} ({time.perf_counter() - start:.2f} s)")
     return 0
@@ -195,6 +209,11 @@ def add_train_parsers(sub: Any) -> None:
                    "file `pareidolia fetch clip` downloads) or a weights file")  # fmt: skip
     add_model_option(t, "prior:", " (default prior)")
     add_device_option(t)
+    add_dtype_option(t)
+    t.add_argument("--grad-checkpoint", action="store_true",
+                   help="recompute activations in the backward pass (each generation step and "
+                   "the network's blocks): less memory, more time, the same result (TOML "
+                   "checkpoint_gen = true)")  # fmt: skip
     t.add_argument("--fr-zoo", choices=("offline", "paper"),
                    help="surrogate and victim FR models: the offline zoo's (default), or the "
                    "paper's IR152, IRSE50, FaceNet and MobileFace (needs --fr-weights; victim "
@@ -216,4 +235,5 @@ def add_train_parsers(sub: Any) -> None:
     a.add_argument("-o", "--output", help="output folder (default: next to each crop)")
     add_model_option(a, "prior:", " (default prior)")
     add_device_option(a)
+    add_dtype_option(a)
     a.set_defaults(func=_cmd_apply)

@@ -12,7 +12,13 @@ import ipaddress
 import sys
 from typing import Any
 
-from pareidolia.commands.options import add_device_option, add_model_option, device_of
+from pareidolia.commands.options import (
+    add_device_option,
+    add_dtype_option,
+    add_model_option,
+    device_of,
+    dtype_of,
+)
 from pareidolia.web import DEFAULT_HOST, DEFAULT_PORT, KEEP_SECONDS
 
 MAX_KEEP_MINUTES = 24 * 60
@@ -40,6 +46,7 @@ def add_web_parser(sub: Any) -> None:
     )
     add_model_option(p, "prior:", " (default prior: the shipped protectors were made on it)")
     add_device_option(p)
+    add_dtype_option(p)
     p.set_defaults(func=cmd_web)
 
 
@@ -58,6 +65,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     from pareidolia.default_protectors import DEFAULT_EMOTION, default_protector, shipped_emotions
     from pareidolia.errors import UserError
+    from pareidolia.runtime import dtype_name
     from pareidolia.web import serve
 
     if not 1 <= args.port <= 65535:
@@ -68,6 +76,7 @@ def cmd_web(args: argparse.Namespace) -> int:
             f"got {args.keep_minutes:g}"
         )
     device = device_of(args)
+    dtype = dtype_name(dtype_of(args, device))  # a bad --dtype: one line now, "auto" resolved
     factory = partial(default_protector, device=device, model=args.model)
     factory(DEFAULT_EMOTION)  # a bad --model or --device: one line now, not on the first request
     if not _is_loopback(args.host):
@@ -78,5 +87,6 @@ def cmd_web(args: argparse.Namespace) -> int:
         )
     print(f"pareidolia web: http://{args.host}:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
     emotions = shipped_emotions() or [DEFAULT_EMOTION]
-    serve(args.host, args.port, factory, keep_seconds=args.keep_minutes * 60, emotions=emotions)
+    keep = args.keep_minutes * 60
+    serve(args.host, args.port, factory, keep_seconds=keep, emotions=emotions, dtype=dtype)
     return 0

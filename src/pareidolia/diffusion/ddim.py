@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from pareidolia.runtime import autocast
+
 if TYPE_CHECKING:
     from diffusers.models.unets.unet_2d import UNet2DModel
 
@@ -38,11 +40,15 @@ class EpsModel(Protocol):
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
 
 
-def unet_eps(unet: UNet2DModel) -> EpsModel:
-    """Wrap a diffusers ``UNet2DModel`` (which returns an output object) as an :class:`EpsModel`."""
+def unet_eps(unet: UNet2DModel, dtype: torch.dtype = torch.float32) -> EpsModel:
+    """Wrap a diffusers ``UNet2DModel`` (which returns an output object) as an :class:`EpsModel`
+    whose forward pass runs in ``dtype`` (:func:`pareidolia.runtime.autocast`) and returns ε̂
+    as float32, so the DDIM arithmetic and everything downstream stay float32."""
 
     def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return unet(x, t).sample
+        with autocast(x.device, dtype):
+            out = unet(x, t).sample
+        return out.float()
 
     return eps
 

@@ -13,6 +13,8 @@ from them) in ``OUT/cells/<dataset>/<victim>/<method>.npz`` as soon as they exis
 ``<name>`` being the victim (offline: one target) or ``<victim>-<target>`` (paper protocol: one
 protector per target, tuned against the paper FR models). ``map-adapt`` additionally fine-tunes
 a copy of the protector on each face alone before applying it (``pareidolia protect --adapt``).
+MAP's score network computes in ``dtype`` (float32, or bfloat16 autocast) when protectors are
+trained, adapted and applied; it is recorded with the device in ``results.json``'s ``machine``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from pareidolia.objectives.identity import (
     SurrogateEnsemble,
     zoo_ensembles,
 )
-from pareidolia.runtime import ADAPT_STEPS, FAR, WORKING_SIZE, pick_device
+from pareidolia.runtime import ADAPT_STEPS, FAR, WORKING_SIZE, dtype_name, pick_device, pick_dtype
 from pareidolia.zoo.chip_model import ChipModel
 from pareidolia.zoo.thresholds import FARS
 
@@ -130,6 +132,7 @@ class BenchConfig:
     fr_weights: Path | None = None
     fr_preprocess: Preprocess = "resize"
     device: str = "auto"
+    dtype: str = "float32"  # MAP's score network (a pareidolia.runtime.pick_dtype name)
     seed: int = 0
     progress: bool = True
 
@@ -170,8 +173,9 @@ class Dataset:
 # ----------------------------------------------------------------------------- set-up
 
 
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """Where the numbers were measured: OS, CPU, Python/torch versions, threads, device."""
+def machine_info(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Where the numbers were measured: OS, CPU, Python/torch versions, threads, device and
+    the score network's compute dtype."""
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -180,6 +184,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        "dtype": dtype_name(dtype),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -351,6 +356,7 @@ def map_protector(
     target: np.ndarray,
     device: torch.device,
     fr: EnsembleFactory,
+    dtype: torch.dtype,
 ) -> tuple[Any, dict[str, Any]]:
     """The protector ``name`` (the victim's name; ``VICTIM-TARGET`` on the paper protocol): the
     one given with ``--protector``, a finished one in ``OUT/protectors``, or one trained now
@@ -385,6 +391,7 @@ def map_protector(
         progress=cfg.progress,
         resume=cfg.resume,
         fr=fr,
+        dtype=dtype,
     )
     seconds = time.perf_counter() - start
     save_protector(saved, p, overwrite=True)
@@ -417,6 +424,8 @@ def cell_key(cfg: BenchConfig, spec: MethodSpec, dataset: Dataset, victim: str) 
         key["protector"] = str(cfg.protectors.get(victim))
         key["emotion"] = cfg.emotion
         key["model"] = cfg.model
+        if cfg.dtype != "float32":  # cells stored before the dtype was recorded: float32
+            key["dtype"] = cfg.dtype
     return json.dumps(key, sort_keys=True)
 
 
@@ -446,8 +455,8 @@ def _load_cell(path: Path, key: str) -> tuple[np.ndarray, float] | None:
 class _Victim:
     """What the methods run against one victim share, each made on first use: one identity
     loss per target over the ``ensemble`` of surrogates, and the MAP protectors (one per victim
-    on the offline protocol, one per victim and target on the paper's), recorded in
-    ``map_info``."""
+    on the offline protocol, one per victim and target on the paper's, their score network
+    computing in ``dtype``), recorded in ``map_info``."""
 
     cfg: BenchConfig
     victim: str
@@ -456,6 +465,7 @@ class _Victim:
     fr: EnsembleFactory
     train: np.ndarray | None
     device: torch.device
+    dtype: torch.dtype
     map_info: dict[str, Any]
     losses: dict[str, IdentityLoss] = field(default_factory=dict)
     protectors: dict[str, Any] = field(default_factory=dict)
@@ -483,6 +493,7 @@ class _Victim:
                 g.target_enroll,
                 self.device,
                 self.fr,
+                self.dtype,
             )
         return self.protectors[name]
 
@@ -494,8 +505,10 @@ def _protect(
     protector_for: Callable[[Group], Any],
     fr: EnsembleFactory,
     device: torch.device,
+    dtype: torch.dtype,
 ) -> tuple[np.ndarray, float]:
-    """(uint8 protected faces of every group, seconds per face) for one method."""
+    """(uint8 protected faces of every group, seconds per face) for one method (MAP's score
+    network computing in ``dtype``)."""
     if spec.family == "none":
         return dataset.faces.copy(), 0.0
     # MAP's protectors are trained (or loaded) before the clock starts: s/face is applying only
@@ -504,7 +517,7 @@ def _protect(
     for i, g in enumerate(dataset.groups):
         x = to_tensor(list(g.faces)).to(device)
         if spec.family == "map":
-            y = _apply_map(tools[i], x, g, spec.config.get("adapt_steps", 0), fr)
+            y = _apply_map(tools[i], x, g, spec.config.get("adapt_steps", 0), fr, dtype)
         else:
             assert spec.baseline is not None
             y = BASELINES[spec.baseline](**spec.config).protect(x, loss_for(g))
@@ -514,19 +527,26 @@ def _protect(
 
 
 def _apply_map(
-    protector: Any, x: torch.Tensor, group: Group, adapt_steps: int, fr: EnsembleFactory
+    protector: Any,
+    x: torch.Tensor,
+    group: Group,
+    adapt_steps: int,
+    fr: EnsembleFactory,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
-    """MAP on crops ``x``; with ``adapt_steps``, each face gets its own copy of the protector
-    fine-tuned on that face alone toward the group's target first."""
+    """MAP on crops ``x`` in ``dtype``; with ``adapt_steps``, each face gets its own copy of the
+    protector fine-tuned on that face alone toward the group's target first."""
     from pareidolia.protector import adapt_protector, apply_protector
 
     if not adapt_steps:
-        return apply_protector(protector, x)
+        return apply_protector(protector, x, dtype=dtype)
     target = to_tensor(group.target_enroll).to(x.device)
     return torch.cat(
         [
             apply_protector(
-                adapt_protector(protector, face[None], target, adapt_steps, fr), face[None]
+                adapt_protector(protector, face[None], target, adapt_steps, fr, dtype),
+                face[None],
+                dtype=dtype,
             )
             for face in x
         ]
@@ -670,6 +690,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         raise OptionError(f"{{emotion}}: {e}", "emotion") from e
     started = time.time()
     device = pick_device(cfg.device)
+    dtype = pick_dtype(cfg.dtype, device)
     fid = M.FidFeatures(cfg.fid_weights) if cfg.fid_weights else None
     lpips = M.Lpips(cfg.lpips_weights) if cfg.lpips_weights else None
     if cfg.protocol == "paper":
@@ -709,7 +730,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
 
     for victim in victims:
         surrogates = [m for m in models if m != victim]
-        against = _Victim(cfg, victim, surrogates, fr(surrogates), fr, train, device, map_info)
+        against = _Victim(
+            cfg, victim, surrogates, fr(surrogates), fr, train, device, dtype, map_info
+        )
         for dataset in datasets:
             judges = judges_by[dataset.name]
             for spec in specs:
@@ -719,7 +742,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 if cached is None:
                     _log(cfg, f"{dataset.name} / {victim} / {spec.key}")
                     protected, spf = _protect(
-                        spec, dataset, against.loss_for, against.protector_for, fr, device
+                        spec, dataset, against.loss_for, against.protector_for, fr, device, dtype
                     )
                     _save_cell(path, key, protected, spf)
                 else:
@@ -746,7 +769,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "format": FORMAT,
         "protocol": cfg.protocol,
         "config": cfg.to_dict(),
-        "machine": machine_info(device),
+        "machine": machine_info(device, dtype),
         "fars": list(FARS),
         "headline_far": FAR,
         "verifiers": {
