@@ -873,7 +873,7 @@ def test_ctrl_c_prints_the_report_of_the_photos_done(
             return done
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(protect_module, "_protect_file", protect_one)
+    monkeypatch.setattr(protect_module, "_open_file", protect_one)
     rc, out, err = _run(["protect", str(tmp_path), "--protector", str(protector_file)], capsys)
     assert rc == 130
     assert f"{tmp_path / 'a.jpg'} → {tmp_path / 'a_protected.jpg'}" in out
