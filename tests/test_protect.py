@@ -610,7 +610,8 @@ def test_a_folder_holds_a_window_of_photos_and_a_bad_file_stops_nothing(
     folder_of_faces: Path, protector: Protector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Photos are read as their faces are needed and let go once written: with batch 2 at most
-    two are alive at once, and the unreadable one in the middle gets its report."""
+    two are alive at once (one when their pixels fill the window), and the unreadable one in
+    the middle gets its report."""
     import weakref
 
     import pareidolia.protect as pipeline
@@ -634,6 +635,10 @@ def test_a_folder_holds_a_window_of_photos_and_a_bad_file_stops_nothing(
     assert reports[3].error is not None and reports[3].path.name == "p4.png"
     assert _files(out) == {f"p{i}_protected.png" for i in (1, 2, 3, 5)}
     assert at_read == [1, 2, 2, 2] and not alive  # p4 never became a photo
+    at_read.clear()  # photos holding more than WINDOW_PIXELS are open alone, whatever the batch
+    monkeypatch.setattr(pipeline, "WINDOW_PIXELS", 1)
+    protect_files([folder_of_faces], protector, replace(options, batch=8))
+    assert at_read == [1, 1, 1, 1] and not alive
 
 
 def test_batch_option(

@@ -225,10 +225,15 @@ def format_change(photo: Photo, output: Path) -> str | None:
 
 
 BATCH = 8  # working crops per batch on the CPU (``batch="auto"`` there)
-# [derived] CUDA memory one working crop adds to a batch at its peak, the refinement's
-# backward pass through the surrogates' EOT copies (refine defaults; see batch_size)
+# [derived] memory one working crop adds to a batch at its peak. Measured on the CPU (peak
+# resident set, 4 faces against 1): 360 MB a face for the refinement (defaults: 3 EOT copies
+# through the surrogates, backward), 380 MB for a no-grad pass of the paper's 256 px UNet (the
+# shipped prior needs less); taken 2.5 times for the CUDA allocator's rounding and the kernels'
+# workspaces, not measured on a GPU.
 FACE_GPU_BYTES = 1 << 30
-GPU_RESERVE_BYTES = 4 << 30  # kept free beside a batch: the models not yet loaded, the report's
+# kept free beside a batch: the models not loaded yet (the refinement's and the report's, about
+# 0.1 GB of weights) and their workspaces
+GPU_RESERVE_BYTES = 4 << 30
 MAX_AUTO_BATCH = 64  # "auto" never batches more faces (the window of open photos grows with it)
 WINDOW_PIXELS = 200_000_000  # no photo is read while the open ones hold more pixels (~1.2 GB)
 
