@@ -92,6 +92,18 @@ def test_eot_copies_shape_and_first_copy_at_the_faces_own_size(crop: torch.Tenso
     assert (views[0] - crop[0]).abs().mean() > 0.005  # a 64 px face: resampled
 
 
+def test_eot_copies_with_a_generator_per_face_do_not_depend_on_the_batch(
+    crop: torch.Tensor,
+) -> None:
+    """One generator per face (as the refinement draws them): a face's random views are the
+    ones it gets alone, whatever shares its batch."""
+    faces = torch.cat([crop.flip(-1), crop])
+    gens = [torch.Generator().manual_seed(7) for _ in range(2)]
+    together = eot_copies(faces, [100, 120], 3, gens, jpeg=True).view(3, 2, 3, 256, 256)
+    alone = eot_copies(crop, [120], 3, [torch.Generator().manual_seed(7)], jpeg=True)
+    assert torch.equal(together[:, 1], alone)
+
+
 # ----------------------------------------------------------------------------- refinement
 
 

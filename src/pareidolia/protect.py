@@ -5,8 +5,11 @@ Per photo: read, locate the faces (large photos in full-resolution tiles too,
 :mod:`pareidolia.faces.detect`), skip and list with its reason every face that cannot be edited
 (too small, cut by the image border, turned away), take each other face's 256 px working crop
 (small faces upscaled into it), optionally adapt the protector to this photo's faces, apply it
-:data:`BATCH` faces at a time, blend each edit back at the face's own resolution
-(:mod:`pareidolia.faces.blend`) and write. What was done is measured by
+in batches of working crops (``ProtectOptions.batch``, :func:`batch_size`) that gather the
+faces of several photos, blend each edit back at the face's own resolution
+(:mod:`pareidolia.faces.blend`) and write the photo as soon as its last face is done. Photos
+are read only as their faces are needed: at most a batch's worth of photos (and
+:data:`WINDOW_PIXELS`) is held at once, however many a folder has. What was done is measured by
 :func:`pareidolia.report.measure_faces` on the pixels exactly as they will be written (a lossy
 format is encoded and decoded first) into the typed reports of :mod:`pareidolia.report`.
 
@@ -23,6 +26,7 @@ import io
 import tempfile
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache, partial
@@ -76,6 +80,7 @@ __all__ = [
     "Interrupted",
     "Progress",
     "ProtectOptions",
+    "batch_size",
     "check_output_folder",
     "edit_crops",
     "edit_in_batches",
@@ -92,9 +97,11 @@ SUFFIX = "_protected"
 # where the protector is (:attr:`Protector.device`): one device per run, picked by the caller.
 
 Progress = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``; stages: ``photos``, ``faces`` (faces of the current photo
-edited: 0 of N before the first batch, then after each batch), ``adapt`` (0 of 1 when adapting
-starts, 1 of 1 when done), ``refine`` (face-steps of the current photo's refinement)."""
+"""``progress(stage, done, total)``; stages: ``photos`` (photos finished, after each),
+``faces`` (faces edited of those of the open photos, the ones read and not yet finished: said
+when a photo's faces join, then after each batch; a finished photo's faces leave both counts),
+``adapt`` (0 of 1 when adapting starts, 1 of 1 when done), ``refine`` (face-steps of the open
+photos' refinement)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,9 @@ class ProtectOptions:
     small_face_copies: int | None = SMALL_FACE_COPIES
     # the score network's compute dtype (adapting and the MAP pass; pareidolia.runtime.pick_dtype)
     dtype: torch.dtype = torch.float32
+    # working crops per batch of the network stages, faces of several photos together;
+    # "auto": batch_size picks it from the device (BATCH on the CPU)
+    batch: int | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in ("refine", "fast"):
@@ -139,6 +149,12 @@ class ProtectOptions:
             raise OptionError(
                 f"{{small_face_copies}} must be at least 1, got {self.small_face_copies}",
                 "small_face_copies",
+            )
+        if self.batch != "auto" and (
+            isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1
+        ):
+            raise OptionError(
+                f"{{batch}} must be auto or at least 1 face, got {self.batch!r}", "batch"
             )
         if not 1 <= self.quality <= 100:
             raise OptionError(f"{{quality}} must be within 1..100, got {self.quality}", "quality")
@@ -212,7 +228,32 @@ def format_change(photo: Photo, output: Path) -> str | None:
 # ----------------------------------------------------------------------------- protecting
 
 
-BATCH = 8  # faces per protector / refinement batch (bounds memory on photos with many faces)
+BATCH = 8  # working crops per batch on the CPU (``batch="auto"`` there)
+# [derived] memory one working crop adds to a batch at its peak. Measured on the CPU (peak
+# resident set, 4 faces against 1): 360 MB a face for the refinement (defaults: 3 EOT copies
+# through the surrogates, backward), 380 MB for a no-grad pass of the paper's 256 px UNet (the
+# shipped prior needs less); taken 2.5 times for the CUDA allocator's rounding and the kernels'
+# workspaces, not measured on a GPU.
+FACE_GPU_BYTES = 1 << 30
+# kept free beside a batch: the models not loaded yet (the refinement's and the report's, about
+# 0.1 GB of weights) and their workspaces
+GPU_RESERVE_BYTES = 4 << 30
+MAX_AUTO_BATCH = 64  # "auto" never batches more faces (the window of open photos grows with it)
+WINDOW_PIXELS = 200_000_000  # no photo is read while the open ones hold more pixels (~1.2 GB)
+
+
+def batch_size(batch: int | Literal["auto"], device: torch.device) -> int:
+    """The working crops per batch ``batch`` stands for on ``device``: itself, or for
+    ``auto`` :data:`BATCH` on the CPU and, on CUDA, as many faces as this process's free
+    memory holds at :data:`FACE_GPU_BYTES` a face beside :data:`GPU_RESERVE_BYTES` (1 to
+    :data:`MAX_AUTO_BATCH`)."""
+    if batch != "auto":
+        return batch
+    if device.type != "cuda":
+        return BATCH
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return max(1, min(MAX_AUTO_BATCH, (free - GPU_RESERVE_BYTES) // FACE_GPU_BYTES))
 
 
 def run_record(protector: Protector, options: ProtectOptions) -> dict[str, str]:
@@ -380,32 +421,6 @@ def edit_crops(
     return torch.stack(out)
 
 
-def _protect_faces(
-    rgb: np.ndarray,
-    alignments: list[Alignment],
-    crops: list[np.ndarray],
-    small: list[bool],
-    protector: Protector,
-    options: ProtectOptions,
-    progress: Progress | None,
-) -> tuple[np.ndarray, list[float]]:
-    """Edit every face's crop (:func:`edit_in_batches`) and blend each batch's edits into a
-    copy of ``rgb`` as soon as it is done; returns the photo and the seconds per face (each
-    batch's time shared evenly by its faces)."""
-    out = rgb.copy()
-    seconds = [0.0] * len(crops)
-    own_side = [max(8, round(WORKING_SIZE / a.scale)) for a in alignments]
-    t = time.perf_counter()
-    for idx, edited in edit_in_batches(protector, crops, options, own_side, progress, small):
-        for i, e in zip(idx, to_uint8(edited), strict=True):
-            blend_edit(out, crops[i], e, alignments[i], in_place=True)
-        now = time.perf_counter()
-        for i in idx:
-            seconds[i] = (now - t) / len(idx)
-        t = now
-    return out, seconds
-
-
 def _skip_reason(
     face: Face, alignment: Alignment, height: int, width: int, min_face: float
 ) -> SkippedFace | None:
@@ -436,6 +451,248 @@ def _skip_reason(
     return None
 
 
+def _faces_to_protect(
+    found: list[Face], height: int, width: int, min_face: float, report: PhotoReport
+) -> tuple[list[Face], list[Alignment]]:
+    """The faces of ``found`` that can be protected, with their working alignments; the others
+    go into ``report.skipped`` with their reason."""
+    keep: list[Face] = []
+    alignments: list[Alignment] = []
+    for f in found:
+        alignment = working_alignment(f.landmarks, WORKING_SIZE)
+        skip = _skip_reason(f, alignment, height, width, min_face)
+        if skip is None:
+            keep.append(f)
+            alignments.append(alignment)
+        else:
+            report.skipped.append(skip)
+    return keep, alignments
+
+
+@dataclass(eq=False)
+class _Open:
+    """A photo read, its faces located and cut into working crops, waiting for their edits
+    (blended into ``out`` batch by batch)."""
+
+    index: int  # the photo's place in the run
+    photo: Photo
+    report: PhotoReport
+    found: list[Face]
+    keep: list[Face]  # the faces to protect, with their alignments, crops, …
+    alignments: list[Alignment]
+    crops: list[np.ndarray]
+    small: list[bool]  # under SMALL_FACE_PX (batched apart)
+    own_side: list[int]  # the crop's side in photo pixels
+    protector: Protector  # adapted to this photo's faces when options.adapt_steps > 0
+    out: np.ndarray
+    busy: float  # seconds spent on this photo alone (locating, adapting)
+    seconds: list[float] = field(default_factory=list)  # per face: its share of its batch
+    left: int = 0  # faces not edited yet
+
+    def __post_init__(self) -> None:
+        self.seconds = [0.0] * len(self.keep)
+        self.left = len(self.keep)
+
+
+def _adapted(
+    protector: Protector,
+    crops: list[np.ndarray],
+    small: list[bool],
+    options: ProtectOptions,
+    target_crop: torch.Tensor,
+    report: PhotoReport,
+    progress: Progress | None,
+) -> Protector:
+    """``protector`` adapted toward ``target_crop`` on the photo's largest faces (at most one
+    per step, faces under :data:`SMALL_FACE_PX` only when there is no other); the steps taken
+    go into ``report``."""
+    if progress is not None:
+        progress("adapt", 0, 1)
+    learn = [c for c, s in zip(crops, small, strict=True) if not s] or crops
+    steps = options.adapt_steps
+    adapted = adapt_protector(
+        protector, to_tensor(learn[:steps]), target_crop, steps, dtype=options.dtype
+    )
+    report.adapted_steps = int(adapted.metrics.get("adapt_steps", 0))
+    if progress is not None:
+        progress("adapt", 1, 1)
+    return adapted
+
+
+def _open(
+    index: int,
+    photo: Photo,
+    protector: Protector,
+    options: ProtectOptions,
+    progress: Progress | None,
+    target_crop: torch.Tensor | None,
+) -> _Open:
+    """``photo`` with its faces located and those that can be protected cut into working crops
+    (the others in the report with their reason); with ``options.adapt_steps`` > 0 the
+    protector is adapted to them."""
+    start = time.perf_counter()
+    report = PhotoReport(path=photo.path, size=photo.size)
+    found = locate_faces(photo.rgb)
+    height, width = photo.rgb.shape[:2]
+    keep, alignments = _faces_to_protect(found, height, width, options.min_face, report)
+    crops = [warp_crop(photo.rgb, a) for a in alignments]
+    small = [f.side < SMALL_FACE_PX for f in keep]
+    if keep and options.adapt_steps > 0 and target_crop is not None:
+        protector = _adapted(protector, crops, small, options, target_crop, report, progress)
+    own_side = [max(8, round(WORKING_SIZE / a.scale)) for a in alignments]
+    out = photo.rgb.copy()
+    busy = time.perf_counter() - start
+    return _Open(
+        index, photo, report, found, keep, alignments, crops, small, own_side, protector, out, busy
+    )
+
+
+def _measured(
+    opened: _Open, options: ProtectOptions, out_format: str
+) -> tuple[np.ndarray, PhotoReport]:
+    """The protected photo and its report, measured on the pixels as written in
+    ``out_format``; its seconds: its own work and its faces' shares of their batches."""
+    start = time.perf_counter()
+    report = opened.report
+    if opened.keep:
+        written = _as_written(opened.out, out_format, options.quality)
+        rank = {id(f): i for i, f in enumerate(opened.found)}
+        edited = [
+            EditedFace(rank[id(face)], face, alignment, crop, secs)
+            for face, alignment, crop, secs in zip(
+                opened.keep, opened.alignments, opened.crops, opened.seconds, strict=True
+            )
+        ]
+        report.faces = measure_faces(
+            opened.photo.rgb,
+            written,
+            edited,
+            opened.protector.target_embeddings,
+            robustness=options.robustness,
+            device=str(opened.protector.device),
+        )
+    report.seconds = opened.busy + sum(opened.seconds) + time.perf_counter() - start
+    return opened.out, report
+
+
+class _Window:
+    """The open photos (read, not finished) and their faces waiting for an edit, in two
+    queues: faces under :data:`SMALL_FACE_PX` are batched apart (fewer EOT copies).
+    ``finish(photo)`` is called as soon as a photo's last face is blended in; the photo leaves
+    the window then."""
+
+    def __init__(
+        self,
+        options: ProtectOptions,
+        progress: Progress | None,
+        finish: Callable[[_Open], None],
+    ) -> None:
+        self.options = options
+        self.progress = progress
+        self.finish = finish
+        self.open: list[_Open] = []
+        self.queues: dict[bool, deque[tuple[_Open, int]]] = {False: deque(), True: deque()}
+        self.done = 0  # faces of the open photos edited
+
+    def read(self, photos: Iterator[_Open]) -> bool:
+        """Open the next photo of ``photos``; False when none is left."""
+        photo = next(photos, None)
+        if photo is None:
+            return False
+        self.open.append(photo)
+        for i, small in enumerate(photo.small):
+            self.queues[small].append((photo, i))
+        self._say()
+        return True
+
+    def full(self, batch: int, window: int) -> bool:
+        """Whether a batch is edited before the next photo is read: a queue holds ``batch``
+        faces, or ``window`` photos (or :data:`WINDOW_PIXELS`) are open."""
+        pixels = sum(p.photo.rgb.shape[0] * p.photo.rgb.shape[1] for p in self.open)
+        return (
+            any(len(q) >= batch for q in self.queues.values())
+            or len(self.open) >= window
+            or pixels >= WINDOW_PIXELS
+        )
+
+    def waiting(self) -> bool:
+        return any(self.queues.values())
+
+    def edit(self, batch: int) -> None:
+        """Edit one batch: ``batch`` faces of a queue that holds as many, else the faces of the
+        queue the oldest open photo waits in; each edit is blended into its photo, and the
+        photos done are finished."""
+        queue = self._next_queue(batch)
+        items = [queue.popleft() for _ in range(min(batch, len(queue)))]
+        first, i = items[0]
+        options = _for_small_faces(self.options) if first.small[i] else self.options
+        before, total, size = self.done, self._total(), len(items)
+
+        def step(k: int, steps: int) -> None:
+            if self.progress is not None:
+                self.progress("refine", before * steps + k * size, total * steps)
+
+        start = time.perf_counter()
+        # one protector per batch: a photo with its own adapted protector is open alone
+        x0 = to_tensor([p.crops[j] for p, j in items])
+        sides = [p.own_side[j] for p, j in items]
+        edited = _edit_batch(first.protector, x0, options, sides, step)
+        for (p, j), e in zip(items, to_uint8(edited), strict=True):
+            blend_edit(p.out, p.crops[j], e, p.alignments[j], in_place=True)
+            p.left -= 1
+        share = (time.perf_counter() - start) / size
+        for p, j in items:
+            p.seconds[j] = share
+        self.done += size
+        self._say()
+        self._release()
+
+    def _next_queue(self, batch: int) -> deque[tuple[_Open, int]]:
+        full = [q for q in self.queues.values() if len(q) >= batch]
+        if full:
+            return full[0]
+        return min((q for q in self.queues.values() if q), key=lambda q: q[0][0].index)
+
+    def _total(self) -> int:
+        return sum(len(p.keep) for p in self.open)
+
+    def _say(self) -> None:
+        if self.progress is not None:
+            self.progress("faces", self.done, self._total())
+
+    def _release(self) -> None:
+        for photo in [p for p in self.open if p.left == 0]:
+            self.open.remove(photo)
+            self.done -= len(photo.keep)
+            self.finish(photo)
+
+
+def _protect_stream(
+    photos: Iterator[_Open],
+    batch: int,
+    window: int,
+    options: ProtectOptions,
+    progress: Progress | None,
+    finish: Callable[[_Open], None],
+) -> None:
+    """Edit every face of ``photos`` ``batch`` working crops at a time, faces of several photos
+    together (:class:`_Window`). A photo is read only while fewer than ``window`` are open
+    (and fewer than :data:`WINDOW_PIXELS` pixels), so a folder of any size holds at most
+    ``window`` photos in memory; each is finished as soon as its last face is done."""
+    faces = _Window(options, progress, finish)
+    while faces.read(photos):
+        while faces.full(batch, window):
+            faces.edit(batch)
+    while faces.waiting():
+        faces.edit(batch)
+
+
+def _window(batch: int, options: ProtectOptions) -> int:
+    """The photos open at once: ``batch`` (each has a face at least), or one when every photo
+    adapts a protector of its own (its faces cannot share a batch with another's)."""
+    return 1 if options.adapt_steps > 0 else batch
+
+
 def protect_photo(
     photo: Photo,
     protector: Protector,
@@ -453,61 +710,15 @@ def protect_photo(
     at ``options.quality``, so the report describes the file as written. With
     ``options.adapt_steps`` > 0, ``target_crop`` (1, 3, S, S) in [0, 1] is required; the
     protector adapts to the photo's largest faces (at most one per step, faces under
-    :data:`SMALL_FACE_PX` only when there is no other).
+    :data:`SMALL_FACE_PX` only when there is no other). Faces are edited
+    ``options.batch`` at a time (:func:`batch_size`).
     The report's ``output`` is left unset (nothing is written here).
     """
     options.check_target(target_crop is not None)
-    start = time.perf_counter()
-    report = PhotoReport(path=photo.path, size=photo.size)
-    found = locate_faces(photo.rgb)
-    height, width = photo.rgb.shape[:2]
-    keep: list[Face] = []
-    alignments: list[Alignment] = []
-    for f in found:
-        alignment = working_alignment(f.landmarks, WORKING_SIZE)
-        skip = _skip_reason(f, alignment, height, width, options.min_face)
-        if skip is None:
-            keep.append(f)
-            alignments.append(alignment)
-        else:
-            report.skipped.append(skip)
-    if not keep:
-        report.seconds = time.perf_counter() - start
-        return photo.rgb.copy(), report
-    crops = [warp_crop(photo.rgb, a) for a in alignments]
-    small = [f.side < SMALL_FACE_PX for f in keep]
-    if options.adapt_steps > 0 and target_crop is not None:
-        if progress is not None:
-            progress("adapt", 0, 1)
-        learn = [c for c, s in zip(crops, small, strict=True) if not s] or crops
-        protector = adapt_protector(
-            protector,
-            to_tensor(learn[: options.adapt_steps]),
-            target_crop,
-            options.adapt_steps,
-            dtype=options.dtype,
-        )
-        report.adapted_steps = int(protector.metrics.get("adapt_steps", 0))
-        if progress is not None:
-            progress("adapt", 1, 1)
-    out, seconds = _protect_faces(photo.rgb, alignments, crops, small, protector, options, progress)
-    fmt = out_format or _output_format(photo.path)
-    written = _as_written(out, fmt, options.quality)
-    rank = {id(f): i for i, f in enumerate(found)}
-    edited = [
-        EditedFace(rank[id(face)], face, alignment, crop, secs)
-        for face, alignment, crop, secs in zip(keep, alignments, crops, seconds, strict=True)
-    ]
-    report.faces = measure_faces(
-        photo.rgb,
-        written,
-        edited,
-        protector.target_embeddings,
-        robustness=options.robustness,
-        device=str(protector.device),
-    )
-    report.seconds = time.perf_counter() - start
-    return out, report
+    opened = _open(0, photo, protector, options, progress, target_crop)
+    batch = batch_size(options.batch, protector.device)
+    _protect_stream(iter([opened]), batch, 1, options, progress, lambda _: None)
+    return _measured(opened, options, out_format or _output_format(photo.path))
 
 
 # ----------------------------------------------------------------------------- batches
@@ -595,10 +806,15 @@ def protect_files(
     *,
     target_crop: torch.Tensor | None = None,
 ) -> list[PhotoReport]:
-    """Protect every photo of ``paths`` (files or folders) and write the protected copies.
+    """Protect every photo of ``paths`` (files or folders) and write the protected copies;
+    returns their reports in the order of the files.
 
-    A photo with no protected face gets no output file. Unreadable files are reported (their
-    ``error``) and the run goes on; see the module docstring for what raises instead.
+    The faces of several photos are edited together, ``options.batch`` working crops at a
+    time (:func:`batch_size`); photos are read as their faces are needed and each is written
+    as soon as its faces are done, so at most a batch's worth of photos is held in memory (one
+    when adapting: each photo's faces then have a protector of their own). A photo with no
+    protected face gets no output file. Unreadable files are reported (their ``error``) and the
+    run goes on; see the module docstring for what raises instead.
     """
     options.check_target(target_crop is not None)
     if target_crop is not None and options.adapt_steps == 0:
@@ -610,15 +826,18 @@ def protect_files(
     for folder in dict.fromkeys(folders):
         if folder.is_dir() or options.out_dir is not None:
             check_output_folder(folder)
-    reports: list[PhotoReport] = []
-    for i, path in enumerate(files):
-        try:
-            reports.append(_protect_file(path, protector, options, progress, target_crop))
-        except KeyboardInterrupt:
-            raise Interrupted(reports) from None
-        if progress is not None:
-            progress("photos", i + 1, len(files))
-    return reports
+    batch = batch_size(options.batch, protector.device)
+    run = _Run(len(files), progress)
+    photos = _Files(files, protector, options, progress, target_crop, run)
+
+    def finish(photo: _Open) -> None:
+        run.record(photo.index, _finish_file(photo, options))
+
+    try:
+        _protect_stream(photos, batch, _window(batch, options), options, progress, finish)
+    except KeyboardInterrupt:
+        raise Interrupted(run.reports()) from None
+    return run.reports()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -630,30 +849,99 @@ class Interrupted(KeyboardInterrupt):
         self.reports = reports
 
 
-def _protect_file(
+class _Run:
+    """The reports of a run's photos as they finish (in any order), given back in the order
+    of the files; ``progress("photos", finished, total)`` after each."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total = total
+        self.progress = progress
+        self.finished: dict[int, PhotoReport] = {}
+
+    def record(self, index: int, report: PhotoReport) -> None:
+        self.finished[index] = report
+        if self.progress is not None:
+            self.progress("photos", len(self.finished), self.total)
+
+    def reports(self) -> list[PhotoReport]:
+        return [self.finished[i] for i in sorted(self.finished)]
+
+
+class _Files:
+    """The photos of ``files`` opened (:func:`_open_file`) one at a time, when the next is asked
+    for; those with nothing to edit (unreadable, no face to protect) are finished on the way
+    and recorded in ``run``."""
+
+    def __init__(
+        self,
+        files: Sequence[Path],
+        protector: Protector,
+        options: ProtectOptions,
+        progress: Progress | None,
+        target_crop: torch.Tensor | None,
+        run: _Run,
+    ) -> None:
+        self.todo = deque(enumerate(files))
+        self.protector = protector
+        self.options = options
+        self.progress = progress
+        self.target_crop = target_crop
+        self.run = run
+
+    def __iter__(self) -> Iterator[_Open]:
+        return self
+
+    def __next__(self) -> _Open:
+        while self.todo:
+            opened = self._open_next()
+            if opened is not None:
+                return opened
+        raise StopIteration
+
+    def _open_next(self) -> _Open | None:
+        """The next file opened; None when it had nothing to edit (and is recorded)."""
+        index, path = self.todo.popleft()
+        opened = _open_file(
+            path, index, self.protector, self.options, self.progress, self.target_crop
+        )
+        if isinstance(opened, PhotoReport):
+            self.run.record(index, opened)
+        elif not opened.keep:
+            self.run.record(index, _finish_file(opened, self.options))
+        else:
+            return opened
+        return None
+
+
+def _open_file(
     path: Path,
+    index: int,
     protector: Protector,
     options: ProtectOptions,
     progress: Progress | None,
     target_crop: torch.Tensor | None,
-) -> PhotoReport:
-    """Read, protect and write one photo; every problem of this photo (unreadable, a full
-    disk, a failing drive) goes into its report."""
+) -> _Open | PhotoReport:
+    """Read and open one photo (:func:`_open`); a photo that cannot be read or opened (the
+    adaptation's working files on a full disk) is its report, with the problem."""
     try:
         photo = read_photo(path)
     except ImageError as e:
         return PhotoReport(path=path, error=e.problem)
     try:
-        rgb, report = protect_photo(
-            photo,
-            protector,
-            options,
-            progress,
-            target_crop=target_crop,
-            out_format=_output_format(output_path_for(path, options.out_dir, SUFFIX, like=photo)),
-        )
-    except OSError as e:  # e.g. the adaptation's working files on a full disk
+        return _open(index, photo, protector, options, progress, target_crop)
+    except OSError as e:
         return PhotoReport(path=path, size=photo.size, error=f"failed: {os_problem(e)}")
+
+
+def _finish_file(opened: _Open, options: ProtectOptions) -> PhotoReport:
+    """Measure and write one photo whose faces are all edited; every problem of this photo (a
+    full disk, a failing drive) goes into its report."""
+    photo = opened.photo
+    out_format = _output_format(output_path_for(photo.path, options.out_dir, SUFFIX, like=photo))
+    try:
+        rgb, report = _measured(opened, options, out_format)
+    except OSError as e:
+        return PhotoReport(path=photo.path, size=photo.size, error=f"failed: {os_problem(e)}")
     if report.faces:
         try:
             report.output = _write(photo, rgb, options)

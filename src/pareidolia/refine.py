@@ -75,7 +75,7 @@ class RefineConfig:
     w_classifier: float = 0.05
     copies: int = 3  # EOT copies per face and step
     jpeg: bool = True  # real JPEG in the loop (straight-through gradient)
-    max_seconds: float | None = None  # stop early when a photo's refinement takes longer
+    max_seconds: float | None = None  # stop early when a batch's refinement takes longer
     guide_steps: int = 0  # identity-guidance steps per generation step (0: no guidance)
     guide_size: float = 0.0015  # network units ([−1, 1]) per guidance step
     guide_grid: int = 32  # the guidance gradient is low-passed to this field size
@@ -165,32 +165,38 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def eot_copies(
-    x: torch.Tensor, own_side: Sequence[int], copies: int, gen: torch.Generator, jpeg: bool
+    x: torch.Tensor,
+    own_side: Sequence[int],
+    copies: int,
+    gen: torch.Generator | Sequence[torch.Generator],
+    jpeg: bool,
 ) -> torch.Tensor:
     """``copies`` transformed versions of each crop (B, 3, S, S) → (copies·B, 3, S, S), copy-major.
 
     Copy 0 is the face at its own size in the photo (``own_side[i]`` px), JPEG 90; the others
     are randomly down-scaled to 0.5–1.0 of that, blurred (σ ≤ 1 px), shifted by up to 3 px,
-    noised (σ 1/255) and JPEG-compressed at quality 70–95."""
+    noised (σ 1/255) and JPEG-compressed at quality 70–95. ``gen``: one generator for all
+    faces, or one per face (face i's draws then do not depend on the other faces)."""
+    gens = [gen] * x.shape[0] if isinstance(gen, torch.Generator) else list(gen)
     out = []
     for k in range(copies):
         batch = []
         quality = []
-        for i in range(x.shape[0]):
+        for i, g in enumerate(gens):
             xi = x[i : i + 1]
             side = int(own_side[i])
             if k == 0:
                 xi = _resample(xi, side)
                 quality.append(90)
             else:
-                r = float(torch.empty(1).uniform_(0.5, 1.0, generator=gen))
+                r = float(torch.empty(1).uniform_(0.5, 1.0, generator=g))
                 xi = _resample(xi, max(24, round(side * r)))
-                xi = _blur(xi, float(torch.empty(1).uniform_(0.0, 1.0, generator=gen)))
-                dx, dy = (int(v) for v in torch.randint(-3, 4, (2,), generator=gen))
+                xi = _blur(xi, float(torch.empty(1).uniform_(0.0, 1.0, generator=g)))
+                dx, dy = (int(v) for v in torch.randint(-3, 4, (2,), generator=g))
                 xi = torch.roll(xi, shifts=(dy, dx), dims=(2, 3))
-                noise = torch.randn(xi.shape, generator=gen).to(xi.device, xi.dtype)
+                noise = torch.randn(xi.shape, generator=g).to(xi.device, xi.dtype)
                 xi = (xi + noise / 255.0).clamp(0, 1)
-                quality.append(int(torch.randint(70, 96, (1,), generator=gen)))
+                quality.append(int(torch.randint(70, 96, (1,), generator=g)))
             batch.append(xi)
         xb = torch.cat(batch)
         out.append(jpeg_straight_through(xb, quality) if jpeg else xb)
@@ -204,9 +210,17 @@ def _warp_grid(size: int, device: torch.device) -> torch.Tensor:
     return torch.stack([xx, yy], dim=-1)[None]
 
 
+def _face_generators(seed: int, faces: int) -> list[torch.Generator]:
+    """One random generator per face, each seeded alike: a face's random transformations are
+    those it would get alone, whatever else shares its batch."""
+    return [torch.Generator().manual_seed(seed) for _ in range(faces)]
+
+
 class Refiner(nn.Module):
     """The refinement's models, loaded once: surrogate FR ensemble, landmark net, expression
-    classifier. Call it on a batch of faces of one photo."""
+    classifier. Call it on a batch of faces (of one photo or of several): each face has its own
+    parameters, random transformations and loss (the batch's loss is the faces' sum), so a
+    face's result does not depend on what else is in its batch (up to float rounding)."""
 
     def __init__(
         self,
@@ -332,7 +346,7 @@ class Refiner(nn.Module):
         aims: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]],
     ) -> torch.Tensor:
         """w_target · (1 − cos to the target) + w_dodge · cos to the original, per model in
-        units of its gap, averaged over models, copies and faces."""
+        units of its gap, averaged over models and copies, summed over faces."""
         own, t_emb, gap = aims
         c = self.config
         emb = self.ensemble(views)
@@ -343,7 +357,7 @@ class Refiner(nn.Module):
             to_target = (1.0 - (e * t_emb[m]).sum(-1)) / gap[m]
             to_own = (e * own[m][None]).sum(-1) / gap[m]
             per_model.append((c.w_target * to_target + c.w_dodge * to_own).mean(0))
-        return torch.stack(per_model).mean()
+        return torch.stack(per_model).mean(0).sum()
 
     def guide(
         self,
@@ -360,7 +374,7 @@ class Refiner(nn.Module):
         c = self.config
         x0 = originals.to(self.device_, torch.float32)
         aims = self._aims(x0, target)
-        gen = torch.Generator().manual_seed(c.seed + 1)
+        gen = _face_generators(c.seed + 1, x0.shape[0])
 
         def guide(x_net: torch.Tensor, t: int) -> torch.Tensor:
             for _ in range(c.guide_steps):
@@ -393,7 +407,7 @@ class Refiner(nn.Module):
         if c.steps == 0:
             return start.cpu()
         b = x0.shape[0]
-        gen = torch.Generator().manual_seed(c.seed)
+        gen = _face_generators(c.seed, b)
         theta_flow = torch.zeros(b, 2, c.flow_grid, c.flow_grid, device=dev, requires_grad=True)
         theta_lum = torch.zeros(b, 1, c.lum_grid, c.lum_grid, device=dev, requires_grad=True)
         opt = torch.optim.Adam([theta_flow, theta_lum], lr=c.lr)
@@ -433,9 +447,9 @@ class Refiner(nn.Module):
             loss = self._identity(views, c.copies, aims)
             if c.w_geometry > 0:
                 pts = self.geometry.points_net.landmarks(pasted_geo)
-                loss = loss + c.w_geometry * self.geometry.loss_from_points(pts, p_orig).mean()
+                loss = loss + c.w_geometry * self.geometry.loss_from_points(pts, p_orig).sum()
             if c.w_classifier > 0:
-                loss = loss + c.w_classifier * self.classifier(pasted_id).mean()
+                loss = loss + c.w_classifier * self.classifier(pasted_id).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
