@@ -54,7 +54,7 @@ def test_every_command_has_the_same_device_option(argv: list[str]) -> None:
     assert hasattr(args, "model") or (argv[0] == "prior" and argv[1] == "train")
 
 
-@pytest.mark.parametrize("argv", COMMANDS[:6], ids=lambda a: a[0])
+@pytest.mark.parametrize("argv", COMMANDS[:7], ids=lambda a: " ".join(a[:2]))
 def test_every_command_that_runs_the_score_network_has_the_same_dtype_option(
     argv: list[str],
 ) -> None:
@@ -339,3 +339,19 @@ def test_bfloat16_on_cuda_adapts_protects_and_says_so(
     x = to_tensor(face_crops(astronaut_path, 256)).to(cuda)
     diff = apply_protector(protector, x, dtype=torch.bfloat16) - apply_protector(protector, x)
     assert float(diff.abs().mean()) < 3e-3 and float(diff.abs().max()) < 0.05
+
+
+def test_prior_train_takes_the_shared_dtype_option() -> None:
+    """``prior train --dtype bfloat16`` asks for bfloat16 autocast, and the command it records
+    for the run spells it the same way (it parses back to the same config)."""
+    import shlex
+
+    from pareidolia.commands.prior import _config, command_line
+
+    argv = ["prior", "train", "--data", "d", "--out", "o", "--device", "cpu"]
+    assert not _config(build_parser().parse_args(argv)).bf16
+    cfg = _config(build_parser().parse_args([*argv, "--dtype", "bfloat16"]))
+    assert cfg.bf16
+    words = shlex.split(command_line(cfg))
+    assert "--dtype" in words and "--bf16" not in words
+    assert _config(build_parser().parse_args([*words[1:], "--device", "cpu"])) == cfg

@@ -669,7 +669,7 @@ def test_batch_option(
         assert batch_size("auto", cuda) == min(want, MAX_AUTO_BATCH)
     assert _window(5, ProtectOptions()) == 5 and _window(5, ProtectOptions(adapt_steps=2)) == 1
     args = build_parser().parse_args(["protect", str(astronaut_path), "--batch", "3"])
-    assert _options(args).batch == 3
+    assert _options(args, torch.device("cpu")).batch == 3
     for bad, said in [("0", "--batch must be auto or at least 1 face, got 0"), ("x", "'x'")]:
         rc, out, err = _run(["protect", str(astronaut_path), "--batch", bad], capsys)
         assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and said in err

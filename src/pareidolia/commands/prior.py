@@ -18,7 +18,13 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pareidolia.commands.options import add_device_option, add_model_option
+from pareidolia.commands.options import (
+    add_device_option,
+    add_dtype_option,
+    add_model_option,
+    device_of,
+    dtype_of,
+)
 from pareidolia.errors import UserError
 
 if TYPE_CHECKING:
@@ -87,11 +93,19 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         arch=arch,
         seed=args.seed,
         device=args.device,
-        bf16=args.bf16,
+        bf16=_bf16(args),
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
         max_minutes=args.max_minutes,
     )
+
+
+def _bf16(args: argparse.Namespace) -> bool:
+    """Whether ``--dtype`` asks for bfloat16 autocast on ``--device`` (one line, exit 2, where
+    that device cannot)."""
+    import torch
+
+    return dtype_of(args, device_of(args)) == torch.bfloat16
 
 
 def command_line(cfg: TrainConfig) -> str:
@@ -122,7 +136,7 @@ def command_line(cfg: TrainConfig) -> str:
         if value != getattr(default_arch, name):
             words += [flag, ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
     words += ["--no-augment"] if not cfg.augment else []
-    words += ["--bf16"] if cfg.bf16 else []
+    words += ["--dtype", "bfloat16"] if cfg.bf16 else []
     return shlex.join(words)
 
 
@@ -302,7 +316,7 @@ def add_prior_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     t.add_argument("--head-dim", type=int, default=32, help="attention head width")
     t.add_argument("--seed", type=int, default=0, help="seed of the init, data and noise")
     add_device_option(t)
-    t.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    add_dtype_option(t)
     t.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     t.add_argument("--log-every", type=int, default=10, help="steps per log.jsonl line")
     t.add_argument("--max-minutes", type=float, help="stop (and export) after this much time")

@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -49,7 +49,7 @@ from pareidolia.prior.data import NO_AUGMENT, Augment, FaceSampler
 from pareidolia.prior.dcgan import load_generator
 from pareidolia.prior.facesets import Faceset, ensure_faceset, load_faceset
 from pareidolia.prior.model import build_prior_unet, parameter_count
-from pareidolia.runtime import pick_device
+from pareidolia.runtime import autocast, pick_device
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -171,12 +171,7 @@ class _Run:
         noise = torch.randn(x0.shape, generator=self.gen).to(self.device)
         t = t.to(self.device)
         xt = self.sqrt_ac[t].view(-1, 1, 1, 1) * x0 + self.sqrt_1m_ac[t].view(-1, 1, 1, 1) * noise
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if cfg.bf16 and self.device.type == "cuda"
-            else nullcontext()
-        )
-        with autocast:
+        with autocast(self.device, torch.bfloat16 if cfg.bf16 else torch.float32):
             pred = self.unet(xt, t).sample
         loss = torch.nn.functional.mse_loss(pred.float(), noise)
         self.opt.zero_grad(set_to_none=True)
