@@ -642,6 +642,62 @@ def test_a_folder_holds_a_window_of_photos_and_a_bad_file_stops_nothing(
     assert at_read == [1, 1, 1, 1] and not alive
 
 
+def test_out_of_gpu_memory_halves_the_batch_and_loses_no_photo(
+    folder_of_faces: Path,
+    protector: Protector,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A batch the accelerator cannot hold goes back to its queue and the run goes on at half
+    the batch, with the pixels of an uninterrupted run and one line on stderr; one face that
+    does not fit is one clear error."""
+    import pareidolia.protect as pipeline
+    from pareidolia.commands.protect import _Bar
+
+    real = pipeline._edit_batch
+    sizes: list[int] = []
+
+    def small_gpu(protector: Protector, x0: torch.Tensor, *a: Any) -> Any:
+        sizes.append(x0.shape[0])
+        if x0.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(protector, x0, *a)
+
+    refine = RefineConfig(steps=1, copies=1)
+    base = ProtectOptions(out_dir=tmp_path / "alone", robustness=False, refine=refine, batch=1)
+    alone = {
+        r.path.name: read_photo(r.output).rgb
+        for r in protect_files([folder_of_faces], protector, base)
+        if r.output
+    }
+    monkeypatch.setattr(pipeline, "_edit_batch", small_gpu)
+    said: list[tuple[str, int, int]] = []
+    options = replace(base, out_dir=tmp_path / "oom", batch=3)
+    reports = protect_files(
+        [folder_of_faces],
+        protector,
+        options,
+        lambda *e: said.append(e) if e[0] == "batch" else None,
+    )
+    assert [r.status for r in reports] == ["protected"] * 3 + ["error", "protected"]
+    assert sizes[0] > 1 and all(n == 1 for n in sizes[1:]) and said == [("batch", 1, sizes[0])]
+    for r in reports:
+        if r.output:
+            assert np.array_equal(read_photo(r.output).rgb, alone[r.path.name]), r.path.name
+    _Bar()("batch", 1, 3)
+    assert "GPU memory full at 3 faces a batch; going on with 1" in capsys.readouterr().err
+
+    def no_gpu(*_a: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(pipeline, "_edit_batch", no_gpu)
+    with pytest.raises(UserError, match="ran out of memory on a single face"):
+        protect_files(
+            [folder_of_faces], protector, replace(options, out_dir=tmp_path / "one", batch=1)
+        )
+
+
 def test_batch_option(
     astronaut_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

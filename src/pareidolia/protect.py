@@ -593,6 +593,7 @@ class _Window:
         self.open: list[_Open] = []
         self.queues: dict[bool, deque[tuple[_Open, int]]] = {False: deque(), True: deque()}
         self.done = 0  # faces of the open photos edited
+        self.cap: int | None = None  # the batch, halved each time the accelerator ran out
 
     def read(self, photos: Iterator[_Open]) -> bool:
         """Open the next photo of ``photos``; False when none is left."""
@@ -623,6 +624,7 @@ class _Window:
         queue the oldest open photo waits in; each edit is blended into its photo, and the
         photos done are finished."""
         queue = self._next_queue(batch)
+        batch = min(batch, self.cap or batch)
         items = [queue.popleft() for _ in range(min(batch, len(queue)))]
         first, i = items[0]
         options = _for_small_faces(self.options) if first.small[i] else self.options
@@ -636,7 +638,11 @@ class _Window:
         # one protector per batch: a photo with its own adapted protector is open alone
         x0 = to_tensor([p.crops[j] for p, j in items])
         sides = [p.own_side[j] for p, j in items]
-        edited = _edit_batch(first.protector, x0, options, sides, step)
+        try:
+            edited = _edit_batch(first.protector, x0, options, sides, step)
+        except torch.OutOfMemoryError:
+            self._smaller(queue, items)
+            return
         for (p, j), e in zip(items, to_uint8(edited), strict=True):
             blend_edit(p.out, p.crops[j], e, p.alignments[j], in_place=True)
             p.left -= 1
@@ -646,6 +652,22 @@ class _Window:
         self.done += size
         self._say()
         self._release()
+
+    def _smaller(self, queue: deque[tuple[_Open, int]], items: list[tuple[_Open, int]]) -> None:
+        """The accelerator ran out of memory on ``items``: they go back to the front of their
+        queue and every later batch is half as large (a face's result does not depend on its
+        batch); one face that does not fit is the user's error."""
+        if len(items) == 1:
+            raise UserError(
+                "the GPU ran out of memory on a single face: free it, or run with "
+                "--dtype bfloat16 or --device cpu"
+            )
+        queue.extendleft(reversed(items))
+        self.cap = len(items) // 2
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if self.progress is not None:
+            self.progress("batch", self.cap, len(items))
 
     def _next_queue(self, batch: int) -> deque[tuple[_Open, int]]:
         full = [q for q in self.queues.values() if len(q) >= batch]

@@ -224,6 +224,11 @@ class _Bar:
             self.faces.set_postfix_str(f"refining {100 * done / max(total, 1):.0f} %")
         elif stage == "adapt" and self.bar is not None:
             self.bar.set_postfix_str("adapting" if done == 0 else "")
+        elif stage == "batch":  # the accelerator ran out of memory at ``total`` faces a batch
+            tqdm.write(
+                f"pareidolia: GPU memory full at {total} faces a batch; going on with {done}",
+                file=sys.stderr,
+            )
 
     def _end_faces(self) -> None:
         if self.faces is not None:
