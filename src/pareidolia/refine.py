@@ -74,8 +74,6 @@ class RefineConfig:
     w_geometry: float = 20.0
     w_classifier: float = 0.05
     copies: int = 3  # EOT copies per face and step
-    feature_dropout: float = 0.0  # dropout on the surrogates' conv features while attacking
-    w_feature: float = 0.0  # push each surrogate's middle conv features from the original's
     jpeg: bool = True  # real JPEG in the loop (straight-through gradient)
     max_seconds: float | None = None  # stop early when a batch's refinement takes longer
     guide_steps: int = 0  # identity-guidance steps per generation step (0: no guidance)
@@ -238,22 +236,6 @@ class Refiner(nn.Module):
         self.size = working_size
         self.device_ = torch.device(device)
         self.ensemble = fr(list(surrogates))
-        # feature dropout [ours, after DFANet]: while attacking, every conv layer of every
-        # surrogate drops a random share of its outputs, a new draw per copy, face and step
-        self._drop_gens: list[torch.Generator] | None = None
-        if config.feature_dropout > 0:
-            for conv in self.ensemble.modules():
-                if isinstance(conv, nn.Conv2d):
-                    conv.register_forward_hook(self._drop_features)
-        # feature-level dodging [ours]: each surrogate's middle conv layer's output is kept
-        self._feat: dict[str, torch.Tensor] = {}
-        self._own_feat: dict[str, torch.Tensor] = {}
-        if config.w_feature > 0:
-            for name, model in getattr(self.ensemble, "models", {}).items():
-                convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-                convs[len(convs) // 2].register_forward_hook(
-                    lambda _m, _i, out, name=name: self._feat.__setitem__(name, out)
-                )
         self.geometry = LandmarkExpressionLoss(emotion, working_size, device)
         self.classifier = ClassifierGuide(emotion, working_size, device)
         m = face_mask(working_size)
@@ -269,20 +251,6 @@ class Refiner(nn.Module):
         self.paste_mask: torch.Tensor
         self.flow_mask: torch.Tensor
         self.grid: torch.Tensor
-
-    def _drop_features(
-        self, _module: nn.Module, _inputs: tuple[torch.Tensor, ...], out: torch.Tensor
-    ) -> torch.Tensor | None:
-        """Forward hook: ``out`` with a share ``feature_dropout`` of its units dropped (and the
-        rest scaled up), each row drawn from its face's generator (rows are copy-major)."""
-        gens = self._drop_gens
-        if gens is None:
-            return None
-        p = self.config.feature_dropout
-        keep = torch.stack(
-            [torch.rand(out.shape[1:], generator=gens[r % len(gens)]) >= p for r in range(len(out))]
-        )
-        return out * keep.to(out.device, out.dtype) / (1.0 - p)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -365,9 +333,6 @@ class Refiner(nn.Module):
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(own embeddings, unit target embeddings, per-model original-to-target gap)."""
         own = self.embed(x0)
-        self._own_feat = {
-            m: F.normalize(f.detach().flatten(1), dim=-1) for m, f in self._feat.items()
-        }
         t_emb = {m: F.normalize(target[m].to(x0.device, torch.float32), dim=-1) for m in target}
         # each model's terms in units of its own original-to-target separation, so a model
         # whose embeddings of different people lie close (dlib) counts as much as the others
@@ -391,11 +356,7 @@ class Refiner(nn.Module):
             e = emb[m].view(copies, b, -1)
             to_target = (1.0 - (e * t_emb[m]).sum(-1)) / gap[m]
             to_own = (e * own[m][None]).sum(-1) / gap[m]
-            term = c.w_target * to_target + c.w_dodge * to_own
-            if c.w_feature > 0 and m in self._own_feat:
-                f = F.normalize(self._feat[m].flatten(1), dim=-1).view(copies, b, -1)
-                term = term + c.w_feature * (f * self._own_feat[m][None]).sum(-1)
-            per_model.append(term.mean(0))
+            per_model.append((c.w_target * to_target + c.w_dodge * to_own).mean(0))
         return torch.stack(per_model).mean(0).sum()
 
     def guide(
@@ -483,11 +444,7 @@ class Refiner(nn.Module):
                     ),
                 )
             views = eot_copies(pasted_id, own_side, c.copies, gen, c.jpeg)
-            self._drop_gens = gen if c.feature_dropout > 0 else None
-            try:
-                loss = self._identity(views, c.copies, aims)
-            finally:
-                self._drop_gens = None
+            loss = self._identity(views, c.copies, aims)
             if c.w_geometry > 0:
                 pts = self.geometry.points_net.landmarks(pasted_geo)
                 loss = loss + c.w_geometry * self.geometry.loss_from_points(pts, p_orig).sum()
