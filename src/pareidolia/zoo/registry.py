@@ -38,14 +38,9 @@ def specs() -> dict[str, ModelSpec]:
     return out
 
 
-def names(role: Role | None = None, *, opt_in: bool = False) -> list[str]:
-    """Model names, optionally only those of one role; opt-in models (``ModelSpec.opt_in``)
-    only when ``opt_in`` is True."""
-    return [
-        n
-        for n, s in specs().items()
-        if (role is None or s.role == role) and (opt_in or not s.opt_in)
-    ]
+def names(role: Role | None = None) -> list[str]:
+    """Model names, optionally only those of one role."""
+    return [n for n, s in specs().items() if role is None or s.role == role]
 
 
 def get(name: str) -> ModelSpec:

@@ -46,7 +46,3 @@ class ModelSpec:
     licence: str
     source: str  # registry package, version and file the weights were converted from
     factory: Callable[[], nn.Module]
-    # Opt-in models are registered (loadable by name, calibrated, listed by ``pareidolia
-    # models``) but left out of :func:`pareidolia.zoo.registry.names` unless asked for, so the
-    # default FR set that surrogates, victims and reports use does not change.
-    opt_in: bool = False
