@@ -5,6 +5,9 @@
 Photos (none used in training the prior, the protectors or the refinement's settings):
 the astronaut, insightface's t1.jpg (6 faces), and the four real photos of two men in the
 ``face_recognition`` 1.3.0 sdist (obama.jpg, obama2.jpg, obama3.jpg, biden.jpg); 11 faces.
+``--more-faces`` adds five: insightface's Tom_Hanks_54745.png, the ``facexlib`` 0.3.0 sdist's
+assets/test.jpg (grey) and test2.jpg, and face_recognition's obama_partial_face.jpg and
+obama_partial_face2.jpg (obama photos cut through the face); 16 faces.
 Every photo is protected whole, as the CLI does (detect, align, edit, paste back, JPEG q95 for
 JPEG inputs), with the row's options and with the victim FR model left out of the refinement's
 surrogates; each face is then cut from the written photo and measured:
@@ -101,10 +104,10 @@ class Face:
     crop: np.ndarray  # original working crop
 
 
-def _photos(packages: Path) -> list[tuple[str, Path, str | None]]:
+def _photos(packages: Path, more: bool = False) -> list[tuple[str, Path, str | None]]:
     fr = packages / FACE_RECOGNITION
     insight = packages / "insightface-2.1-py3-none-any/insightface/data/images"
-    return [
+    photos = [
         ("astronaut", ROOT / "src/pareidolia/data/astronaut.jpg", None),
         ("t1", insight / "t1.jpg", None),
         ("obama", fr / "obama.jpg", "obama"),
@@ -112,14 +115,26 @@ def _photos(packages: Path) -> list[tuple[str, Path, str | None]]:
         ("obama3", fr / "obama3.jpg", "obama"),
         ("biden", fr / "biden.jpg", "biden"),
     ]
+    if more:  # the extended set: 5 more faces, none used in any training or tuning
+        assets = packages / "facexlib-0.3.0/facexlib-0.3.0/assets"
+        photos += [
+            ("hanks", insight / "Tom_Hanks_54745.png", None),  # a 112 px aligned crop
+            ("facexlib", assets / "test.jpg", None),  # grey
+            ("facexlib2", assets / "test2.jpg", None),
+            # halves of obama photos (the face cut by the photo's edge)
+            ("obama_half", fr / "obama_partial_face.jpg", "obama"),
+            ("obama_half2", fr / "obama_partial_face2.jpg", "obama"),
+        ]
+    return photos
 
 
-def load_faces(packages: Path) -> list[Face]:
+def load_faces(packages: Path, more: bool = False) -> list[Face]:
     faces = []
-    for name, path, person in _photos(packages):
+    for name, path, person in _photos(packages, more):
         if not path.is_file():
             raise SystemExit(
-                f"{path}: missing; run `python tools/packages.py insightface face_recognition`"
+                f"{path}: missing; run `python tools/packages.py insightface face_recognition"
+                f"{' facexlib' if more else ''}`"
             )
         photo = read_photo(path)
         for i, f in enumerate(locate_faces(photo.rgb)):
@@ -343,10 +358,15 @@ def main() -> None:
     ap.add_argument("--emotion", default="happy")
     ap.add_argument("--packages", type=Path, default=ROOT / ".cache/packages")
     ap.add_argument("--no-transfer", action="store_true")
+    ap.add_argument(
+        "--more-faces",
+        action="store_true",
+        help="the extended set of 16 faces (adds Tom Hanks, facexlib's two, two half obamas)",
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
-    faces = load_faces(args.packages)
+    faces = load_faces(args.packages, args.more_faces)
     j = Judges()
     protector = default_protector(args.emotion)
     synthetic = default_target_crop()
