@@ -283,6 +283,48 @@ def test_requests_are_queued_one_at_a_time_with_their_place_shown(
     assert web.duration_text(600) == "10 minutes" and web.duration_text(90) == "1.5 minutes"
 
 
+def test_every_request_is_protected_on_one_thread_with_the_callers_context(
+    protector: Protector, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Gradio hands requests to a pool of threads; the page protects them all on one thread
+    (a fresh thread's allocations would grow a heap of their own), and the work still sees the
+    request's context variables (Gradio's progress bar finds its request through them)."""
+    import contextvars
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    pytest.importorskip("gradio")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    request = contextvars.ContextVar[str]("request")
+    seen: list[tuple[int, str]] = []
+
+    def fake_protect(*_args: Any, **_kwargs: Any) -> WebResult:
+        seen.append((threading.get_ident(), request.get()))
+        return WebResult([], [], [], "nothing")
+
+    monkeypatch.setattr(web, "protect_uploads", fake_protect)
+    app = web.build_app(lambda _e: protector, emotions=["happy"])
+    (on_protect,) = [fn.fn for fn in app.fns.values() if fn.name == "on_protect"]
+
+    def one_request(name: str) -> int:
+        request.set(name)
+        on_protect(None, "happy", None, 0, True)
+        return threading.get_ident()
+
+    for name in ("first", "second", "third"):  # a fresh caller thread for each
+        with ThreadPoolExecutor(1) as caller:
+            caller_thread = caller.submit(contextvars.copy_context().run, one_request, name)
+            assert caller_thread.result() != seen[-1][0]
+    assert [name for _, name in seen] == ["first", "second", "third"]
+    assert len({thread for thread, _ in seen}) == 1
+
+    def fails() -> None:
+        raise UserError("told to the caller")
+
+    with pytest.raises(UserError, match="told to the caller"):
+        web.OneWorker("test").run(fails)
+
+
 def test_uploads_of_queued_requests_outlive_the_expiry(tmp_path: Path) -> None:
     """A request still waiting in the queue keeps its upload past the expiry (its turn may come
     later); the same file goes once no request refers to it."""

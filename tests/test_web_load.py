@@ -36,9 +36,10 @@ KEEP_MINUTES = 0.25
 served last are older than the expiry when their turn comes, and must still be there."""
 KEEP_SECONDS = KEEP_MINUTES * 60
 PEAK_RSS_BOUND = 4 * 2**30
-"""Peak resident memory of the server (``VmHWM``): measured 2.55 GB (README), with the
-shipped protector, the FR models and one request served at a time; the bound is that plus
-about 60 % for other torch builds and allocators, and fails if memory grew with the users."""
+"""Peak resident memory of the server (``VmHWM``): measured 2.50 GB (README), with the
+shipped protector, the FR models and one request served at a time on one thread; the bound is
+that plus about 60 % for other torch builds and allocators, and fails if memory grew with the
+users (4.02 GB when each request ran on a thread of its own)."""
 REQUEST_TIMEOUT = 1800.0  # seconds for all users together, on 2 shared cores
 
 
