@@ -93,7 +93,7 @@ def test_two_gloo_processes_hold_the_whole_batch_means(tmp_path: Path) -> None:
     mp.spawn(_reduce_on, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     expected = [torch.full((2, 3), 0.75 * 1 + 0.25 * 2), torch.arange(4.0) * (0.75 + 0.25 * 2)]
     for rank in (0, 1):
-        got = torch.load(tmp_path / f"{rank}.pt")
+        got = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
         assert all(torch.allclose(g, e) for g, e in zip(got["mean"], expected, strict=True))
         assert got["saw_main"] == (rank == 1)  # the others run the block after the main one
 
@@ -139,7 +139,7 @@ def test_two_processes_set_the_gradients_of_one(tmp_path: Path, n: int) -> None:
     within float rounding otherwise (measured: 1.9e-6 of their norm)."""
     _one_step(0, 1, 0, n, str(tmp_path))
     mp.spawn(_one_step, args=(2, _free_port(), n, str(tmp_path)), nprocs=2, join=True)
-    one, two = torch.load(tmp_path / "1.pt"), torch.load(tmp_path / "2.pt")
+    one, two = (torch.load(tmp_path / name, weights_only=True) for name in ("1.pt", "2.pt"))
     g1, g2 = (torch.cat([g.flatten() for g in r["grads"]]) for r in (one, two))
     assert float((g2 - g1).norm() / g1.norm()) <= (0.0 if n == 1 else 1e-5)
     assert two["terms"] == pytest.approx(one["terms"], rel=1e-5)

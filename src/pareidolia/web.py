@@ -29,8 +29,9 @@ Design, and why:
   a time, each using every core; a waiting user sees their place in the queue. Every request
   is protected on the same thread (:class:`OneWorker`), whichever of Gradio's worker threads
   took it: the C allocator keeps a separate heap (arena) per thread, so requests on fresh
-  threads each grew a heap of their own (peak RSS 2.4 → 4.0 GB from the first request to the
-  second, measured), where one thread reuses what the last request freed.
+  threads each grew a heap of their own (``benchmarks/web_threads.py``: peak RSS 2.20, 2.33,
+  3.40 GB after 3 requests on fresh threads, 2.29, 2.36, 2.37 GB on one), where one thread
+  reuses what the last request freed.
 * Limits are enforced on the server: :data:`MAX_UPLOAD_MB` per file (also given to Gradio as
   ``max_file_size``, which refuses larger uploads before they are stored) and
   :data:`MAX_FILES` photos per request; the server listens on loopback unless told otherwise.
