@@ -48,7 +48,6 @@ from torch import nn
 from pareidolia.errors import UserError
 from pareidolia.faces.blend import face_mask
 from pareidolia.faces.templates import CHIPS, chip_affine, working_template
-from pareidolia.objectives.backward import leaky_backward
 from pareidolia.objectives.expression import ClassifierGuide
 from pareidolia.objectives.geometry import TEMPLATES, LandmarkExpressionLoss, inter_ocular
 from pareidolia.objectives.identity import EnsembleFactory
@@ -80,7 +79,6 @@ class RefineConfig:
     guide_steps: int = 0  # identity-guidance steps per generation step (0: no guidance)
     guide_size: float = 0.0015  # network units ([−1, 1]) per guidance step
     guide_grid: int = 32  # the guidance gradient is low-passed to this field size
-    surrogate_leak: float = 0.0  # backward through the surrogates' rectifiers (0: exact)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -351,8 +349,7 @@ class Refiner(nn.Module):
         units of its gap, averaged over models and copies, summed over faces."""
         own, t_emb, gap = aims
         c = self.config
-        with leaky_backward(c.surrogate_leak):
-            emb = self.ensemble(views)
+        emb = self.ensemble(views)
         b = views.shape[0] // copies
         per_model = []
         for m in t_emb:
