@@ -10,7 +10,9 @@ assets/test.jpg (grey) and test2.jpg, and face_recognition's obama_partial_face.
 obama_partial_face2.jpg (obama photos cut through the face); 16 faces.
 Every photo is protected whole, as the CLI does (detect, align, edit, paste back, JPEG q95 for
 JPEG inputs), with the row's options and with the victim FR model left out of the refinement's
-surrogates; each face is then cut from the written photo and measured:
+surrogates; each face is then cut from the written photo and measured (the FR models see it
+black beyond the photo's border, as FR systems cut their chips; the quality numbers count only
+the face oval's part inside the photo):
 
 - dodging at FAR 0.01 (victim): the protected face matches neither its own original nor any
   *other real photo* of the same person (obama ×3);
@@ -51,7 +53,13 @@ from pareidolia.colour import colour_shift
 from pareidolia.default_protectors import default_protector, default_target_crop
 from pareidolia.evaluation.protocol import target_test_photo
 from pareidolia.evaluation.variants import jpeg, social_network
-from pareidolia.faces.align import ChipSampler, to_tensor, warp_crop, working_alignment
+from pareidolia.faces.align import (
+    ChipSampler,
+    inside_mask,
+    to_tensor,
+    warp_crop,
+    working_alignment,
+)
 from pareidolia.faces.blend import blend_edit, face_mask
 from pareidolia.io import read_photo
 from pareidolia.locate import locate_faces
@@ -67,7 +75,8 @@ from pareidolia.zoo.spec import EMOTIONS
 from pareidolia.zoo.thresholds import thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
-Editor = Callable[[torch.Tensor, list[int]], torch.Tensor]  # crops, faces' sides → edited crops
+# crops, faces' sides, their inside-the-photo masks → edited crops
+Editor = Callable[[torch.Tensor, list[int], list[np.ndarray]], torch.Tensor]
 FR = ["dlib", "sface", "faceres", "mobileface"]
 FACE_RECOGNITION = "face_recognition-1.3.0/face_recognition-1.3.0/tests/test_images"
 SIZE = 256
@@ -102,6 +111,7 @@ class Face:
     rgb: np.ndarray  # the photo
     landmarks: np.ndarray
     crop: np.ndarray  # original working crop
+    inside: np.ndarray  # (S, S) bool: where the crop lies inside the photo
 
 
 def _photos(packages: Path, more: bool = False) -> list[tuple[str, Path, str | None]]:
@@ -138,8 +148,10 @@ def load_faces(packages: Path, more: bool = False) -> list[Face]:
             )
         photo = read_photo(path)
         for i, f in enumerate(locate_faces(photo.rgb)):
-            crop = warp_crop(photo.rgb, working_alignment(f.landmarks, SIZE))
-            faces.append(Face(f"{name}-{i}", person, photo.rgb, f.landmarks, crop))
+            align = working_alignment(f.landmarks, SIZE)
+            crop = warp_crop(photo.rgb, align)
+            inside = inside_mask(align, *photo.rgb.shape[:2])
+            faces.append(Face(f"{name}-{i}", person, photo.rgb, f.landmarks, crop, inside))
     return faces
 
 
@@ -185,16 +197,20 @@ def _options(row: str, surrogates: tuple[str, ...]) -> ProtectOptions:
 
 
 def _map_edit(
-    protector: Protector, options: ProtectOptions, crops: torch.Tensor, side: list[int]
+    protector: Protector,
+    options: ProtectOptions,
+    crops: torch.Tensor,
+    side: list[int],
+    inside: list[np.ndarray],
 ) -> torch.Tensor:
-    return edit_crops(protector, crops, options, side)
+    return edit_crops(protector, crops, options, side, inside=inside)
 
 
 def lum_eot_editor(surrogates: tuple[str, ...], target_crop: np.ndarray) -> Editor:
     """The lum-eot baseline as a crop editor (its default budget, ±12/255)."""
     loss = IdentityLoss(SurrogateEnsemble(list(surrogates)), to_tensor(target_crop))
     method = BASELINES["lum-eot"]()
-    return lambda crops, side: method.protect(crops, loss)
+    return lambda crops, side, inside: method.protect(crops, loss)
 
 
 def protect_all(
@@ -214,7 +230,7 @@ def protect_all(
         orig = [faces[i].crop for i in idx]
         t = time.perf_counter()
         side = [max(8, round(SIZE / a.scale)) for a in aligns]
-        edited = edit(to_tensor(orig), side)
+        edited = edit(to_tensor(orig), side, [faces[i].inside for i in idx])
         out = rgb.copy()
         for a, c, e in zip(aligns, orig, edited, strict=True):
             e8 = (e.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
@@ -235,13 +251,18 @@ def uploaded_crops(written: np.ndarray, landmarks: list[np.ndarray]) -> list[np.
     return [warp_crop(up, working_alignment(lm * scale, SIZE)) for lm in landmarks]
 
 
+def seen(faces: list[Face], crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """The faces' crops as an FR system sees them: black beyond the photo's border."""
+    return np.stack([c * f.inside[..., None] for f, c in zip(faces, crops, strict=True)])
+
+
 def _decisions(
     j: Judges, m: str, faces: list[Face], crops: np.ndarray, enroll: dict[str, Any]
 ) -> dict[str, np.ndarray]:
     """Per face: dodged (matches no real photo of the person), and the target matches."""
     th = thresholds(m)
-    e = j.embed(m, crops)
-    originals = j.embed(m, np.stack([f.crop for f in faces]))
+    e = j.embed(m, seen(faces, crops))
+    originals = j.embed(m, seen(faces, [f.crop for f in faces]))
     dodged = []
     for i, f in enumerate(faces):
         refs = [k for k, g in enumerate(faces) if k == i or (f.person and g.person == f.person)]
@@ -280,17 +301,16 @@ def evaluate(
             "upload_keeps_dodging": float(kept_d),
             "upload_keeps_psr": float(kept_i),
         }
-    mask = face_mask(SIZE)
-    oval = mask > 0.5
-    shifts = [colour_shift(a, b, mask) for a, b in zip(orig, prot, strict=True)]
+    # the quality numbers: over the face oval's part inside the photo
+    masks = [face_mask(SIZE) * f.inside for f in faces]
+    shifts = [colour_shift(a, b, w) for a, b, w in zip(orig, prot, masks, strict=True)]
+    pairs = list(zip(seen(faces, orig), seen(faces, prot), masks, strict=True))
     want = EMOTIONS.index(emotion)
     moves = displacements(j.landmarks(prot), j.landmarks(orig))
     return {
         "victims": per_victim,
-        "psnr": float(
-            np.mean([min(psnr(a[oval], b[oval]), 99.0) for a, b in zip(orig, prot, strict=True)])
-        ),
-        "ssim": float(np.mean([ssim(a, b) for a, b in zip(orig, prot, strict=True)])),
+        "psnr": float(np.mean([min(psnr(a[w > 0.5], b[w > 0.5]), 99.0) for a, b, w in pairs])),
+        "ssim": float(np.mean([ssim(a, b) for a, b, _ in pairs])),
         "de_mean": float(np.mean([s[0] for s in shifts])),
         "de_p95": float(np.mean([s[1] for s in shifts])),
         "judge_before": float((j.emotions(orig) == want).mean()),

@@ -467,6 +467,39 @@ def test_face_filling_a_tight_crop_is_protected(
     assert report.status == "protected" and not np.array_equal(out, rgb)
 
 
+def test_a_face_near_the_border_is_refined_on_its_part_inside_the_photo(
+    astronaut_rgb: np.ndarray, protector: Protector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline hands the refinement each crop's inside-the-photo mask: the reflected
+    padding of a face cut close by the border is neither changed nor measured there."""
+    import pareidolia.protect as pipeline
+    from pareidolia.faces.align import inside_mask
+    from pareidolia.io import Photo
+
+    x, y, w, h = (round(v) for v in locate_faces(astronaut_rgb)[0].box)
+    rgb = np.ascontiguousarray(astronaut_rgb[y : y + h + 40, x : x + w + 40])
+    real = pipeline._edit_batch
+    masks: list[torch.Tensor | None] = []
+
+    def spy(*a: Any) -> Any:
+        masks.append(a[5])
+        return real(*a)
+
+    monkeypatch.setattr(pipeline, "_edit_batch", spy)
+    _, report = protect_photo(Photo(Path("edge.png"), rgb, "PNG"), protector, QUICK)
+    assert report.status == "protected"
+    (mask,) = masks
+    assert mask is not None and mask.shape == (1, 1, 256, 256)
+    face = locate_faces(rgb)[0]
+    want = inside_mask(working_alignment(face.landmarks), *rgb.shape[:2])
+    assert 0.2 < want.mean() < 0.95
+    assert np.array_equal(mask[0, 0].numpy() > 0.5, want)
+    # a face well inside its photo needs no mask
+    masks.clear()
+    protect_photo(Photo(Path("whole.png"), astronaut_rgb, "PNG"), protector, QUICK)
+    assert masks == [None]
+
+
 def test_overlapping_faces_are_both_protected(
     astronaut_rgb: np.ndarray, protector: Protector
 ) -> None:

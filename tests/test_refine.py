@@ -146,6 +146,31 @@ def test_the_warp_leaves_the_blending_rim_alone(crop: torch.Tensor, target: torc
     assert (out - crop)[0][:, mask > 0.9].abs().max() > 0.05  # but the face did move
 
 
+def test_a_face_cut_by_the_border_is_refined_on_its_part_inside_the_photo(
+    crop: torch.Tensor, target: torch.Tensor
+) -> None:
+    # the right 40 % of the crop lies beyond the photo: reflected padding, never pasted.
+    # What fills it must not change the refinement of the part inside (without the warp and
+    # the texture bound, whose neighbourhoods reach across the border, and without the
+    # expression terms, which read the whole crop)
+    inside = torch.ones(1, 1, 256, 256)
+    inside[..., 154:] = 0.0
+    padded = crop.clone()
+    padded[..., 154:] = torch.rand(1, 3, 256, 102, generator=torch.Generator().manual_seed(1))
+    kw = dict(steps=4, lr=0.2, max_shift=0.0, lum_texture=0.0, w_geometry=0.0, w_classifier=0.0)
+    r = _refiner(["sface"], **kw, copies=2)  # type: ignore[arg-type]
+    aim = r.embed(target)
+    a = r(crop, crop, aim, [256], inside=inside)
+    b = r(padded, padded, aim, [256], inside=inside)
+    keep = inside.bool().expand_as(a)
+    assert (a - crop)[keep].abs().max() > 1e-3  # it did refine the part inside
+    torch.testing.assert_close(a[keep], b[keep], atol=1e-5, rtol=0)
+    # without the mask the padding is taken for part of the face
+    a0 = r(crop, crop, aim, [256])
+    b0 = r(padded, padded, aim, [256])
+    assert (a0 - b0)[keep].abs().max() > 1e-3
+
+
 def test_no_steps_returns_the_start_unchanged(crop: torch.Tensor) -> None:
     r = _refiner(["sface"], steps=0)
     tinted = (crop + torch.tensor([0.1, -0.05, 0.05]).view(1, 3, 1, 1)).clamp(0, 1)

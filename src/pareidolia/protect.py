@@ -41,6 +41,7 @@ from pareidolia.colour import restore_chroma_tensor
 from pareidolia.errors import OptionError, UserError, os_problem
 from pareidolia.faces.align import (
     Alignment,
+    inside_mask,
     outside_share,
     to_tensor,
     to_uint8,
@@ -343,20 +344,31 @@ def _for_small_faces(options: ProtectOptions) -> ProtectOptions:
     return replace(options, refine=replace(options.refine, copies=options.small_face_copies))
 
 
+def _inside_tensor(inside: Sequence[np.ndarray]) -> torch.Tensor | None:
+    """(B, 1, S, S) float of the faces' (S, S) bool inside-the-photo masks; None when every
+    crop lies wholly inside its photo."""
+    if all(m.all() for m in inside):
+        return None
+    return torch.from_numpy(np.stack(inside)[:, None].astype(np.float32))
+
+
 def _edit_batch(
     protector: Protector,
     x0: torch.Tensor,
     options: ProtectOptions,
     side: Sequence[int],
     step: Callable[[int, int], None],
+    inside: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One batch of :func:`edit_in_batches`; ``step(done, total)`` after each refinement step."""
+    """One batch of :func:`edit_in_batches`; ``step(done, total)`` after each refinement step;
+    ``inside`` (:func:`_inside_tensor`): the faces' parts inside their photos, the only parts
+    the refinement changes and measures."""
     refinement = _refinement(protector, options)
     x0 = x0.to(protector.device)
     guide = None
     if refinement is not None and options.refine.guide_steps > 0:
         refiner, target = refinement
-        guide = refiner.guide(x0, target, side, partial(to_crop, size=x0.shape[-1]))
+        guide = refiner.guide(x0, target, side, partial(to_crop, size=x0.shape[-1]), inside)
     edited = apply_protector(protector, x0, guide, dtype=options.dtype)
     if options.mode == "refine":
         edited = x0 + options.map_strength * (edited - x0)
@@ -364,7 +376,7 @@ def _edit_batch(
         edited = restore_chroma_tensor(x0, edited)
     if refinement is not None and options.refine.steps > 0:
         refiner, target = refinement
-        edited = refiner(x0, edited, target, side, step)
+        edited = refiner(x0, edited, target, side, step, inside)
     return edited.cpu()
 
 
@@ -375,13 +387,15 @@ def edit_in_batches(
     own_side: Sequence[int],
     progress: Progress | None = None,
     small: Sequence[bool] | None = None,
+    inside: Sequence[np.ndarray] | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Edit working crops (a float tensor (N, 3, S, S) in [0, 1], or N uint8 (S, S, 3) crops)
     as :func:`edit_crops` says, :data:`BATCH` faces at a time; yields (the faces' indices, their
     edited crops (B, 3, S, S) in [0, 1]) batch by batch, so only one batch is ever held as
     floats. Faces flagged in ``small`` are batched apart and refined with
-    ``options.small_face_copies`` EOT copies. ``progress`` counts faces and face-steps over all
-    N faces."""
+    ``options.small_face_copies`` EOT copies. ``inside[i]`` (S, S) bool: where face i's crop
+    lies inside its photo (None: everywhere). ``progress`` counts faces and face-steps over
+    all N faces."""
     n = len(crops)
     flags = list(small) if small is not None else [False] * n
     done = 0
@@ -395,7 +409,8 @@ def edit_in_batches(
             if progress is not None:
                 progress("refine", before * total + k * size, n * total)
 
-        edited = _edit_batch(protector, x0, opts, [own_side[i] for i in idx], step)
+        masks = None if inside is None else _inside_tensor([inside[i] for i in idx])
+        edited = _edit_batch(protector, x0, opts, [own_side[i] for i in idx], step, masks)
         done += len(idx)
         if progress is not None:
             progress("faces", done, n)
@@ -408,14 +423,17 @@ def edit_crops(
     options: ProtectOptions,
     own_side: Sequence[int],
     progress: Progress | None = None,
+    inside: Sequence[np.ndarray] | None = None,
 ) -> torch.Tensor:
     """Edit working crops (N, 3, S, S) in [0, 1] as ``options`` says: the MAP protector's pass
     (identity-guided when ``refine.guide_steps`` > 0), kept at ``map_strength`` with the
     original chroma, then (mode ``refine``) the per-face refinement toward the protector's
-    target. ``own_side[i]``: face i's crop side in photo pixels. Batches of :data:`BATCH`
+    target. ``own_side[i]``: face i's crop side in photo pixels; ``inside[i]``: where its
+    crop lies inside its photo (None: everywhere). Batches of :data:`BATCH`
     (:func:`edit_in_batches`)."""
     out: list[torch.Tensor] = [crops[0]] * crops.shape[0]
-    for idx, edited in edit_in_batches(protector, crops, options, own_side, progress):
+    batches = edit_in_batches(protector, crops, options, own_side, progress, inside=inside)
+    for idx, edited in batches:
         for i, e in zip(idx, edited, strict=True):
             out[i] = e
     return torch.stack(out)
@@ -483,6 +501,7 @@ class _Open:
     crops: list[np.ndarray]
     small: list[bool]  # under SMALL_FACE_PX (batched apart)
     own_side: list[int]  # the crop's side in photo pixels
+    inside: list[np.ndarray]  # (S, S) bool: where the crop lies inside the photo
     protector: Protector  # adapted to this photo's faces when options.adapt_steps > 0
     out: np.ndarray
     busy: float  # seconds spent on this photo alone (locating, adapting)
@@ -540,10 +559,23 @@ def _open(
     if keep and options.adapt_steps > 0 and target_crop is not None:
         protector = _adapted(protector, crops, small, options, target_crop, report, progress)
     own_side = [max(8, round(WORKING_SIZE / a.scale)) for a in alignments]
+    inside = [inside_mask(a, height, width) for a in alignments]
     out = photo.rgb.copy()
     busy = time.perf_counter() - start
     return _Open(
-        index, photo, report, found, keep, alignments, crops, small, own_side, protector, out, busy
+        index,
+        photo,
+        report,
+        found,
+        keep,
+        alignments,
+        crops,
+        small,
+        own_side,
+        inside,
+        protector,
+        out,
+        busy,
     )
 
 
@@ -638,8 +670,9 @@ class _Window:
         # one protector per batch: a photo with its own adapted protector is open alone
         x0 = to_tensor([p.crops[j] for p, j in items])
         sides = [p.own_side[j] for p, j in items]
+        inside = _inside_tensor([p.inside[j] for p, j in items])
         try:
-            edited = _edit_batch(first.protector, x0, options, sides, step)
+            edited = _edit_batch(first.protector, x0, options, sides, step, inside)
         except torch.OutOfMemoryError:
             self._smaller(queue, items)
             return

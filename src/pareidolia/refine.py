@@ -324,15 +324,27 @@ class Refiner(nn.Module):
         dy = dy * (c.lum_eps if lum_bound is None else lum_bound)
         return (warped + dy).clamp(0.0, 1.0)
 
-    def _paste(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The crop as it will be pasted: the original, plus the change under the face oval."""
-        return x0 + self.paste_mask * (x - x0)
+    def _paste(
+        self, x0: torch.Tensor, x: torch.Tensor, inside: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The crop as it will be pasted: the original, plus the change under the face oval
+        where the crop lies inside the photo (``inside`` (B, 1, S, S), None: everywhere); the
+        reflected padding beyond the photo's border is never pasted, so it stays the
+        original."""
+        keep = self.paste_mask if inside is None else self.paste_mask * inside
+        return x0 + keep * (x - x0)
+
+    @staticmethod
+    def _seen(x: torch.Tensor, inside: torch.Tensor | None) -> torch.Tensor:
+        """The crop as an FR system sees it: black beyond the photo's border (as
+        :func:`~pareidolia.faces.align.crop_chip` cuts the chips that are measured)."""
+        return x if inside is None else x * inside
 
     def _aims(
-        self, x0: torch.Tensor, target: dict[str, torch.Tensor]
+        self, x0: torch.Tensor, target: dict[str, torch.Tensor], inside: torch.Tensor | None
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(own embeddings, unit target embeddings, per-model original-to-target gap)."""
-        own = self.embed(x0)
+        own = self.embed(self._seen(x0, inside))
         t_emb = {m: F.normalize(target[m].to(x0.device, torch.float32), dim=-1) for m in target}
         # each model's terms in units of its own original-to-target separation, so a model
         # whose embeddings of different people lie close (dlib) counts as much as the others
@@ -365,21 +377,24 @@ class Refiner(nn.Module):
         target: dict[str, torch.Tensor],
         own_side: Sequence[int],
         to_crop: Callable[[torch.Tensor], torch.Tensor],
+        inside: torch.Tensor | None = None,
     ) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """Identity guidance for the protector's generation [ours]: ``guide(x̂₀, t)`` takes
         ``guide_steps`` steps of size ``guide_size`` (network units) along the identity loss's
         gradient, measured on the pasted crop (``to_crop`` maps network space to crops), made
         equal on R, G and B (luminance only), low-passed to a ``guide_grid``² field and
-        normalised to unit mean magnitude per face."""
+        normalised to unit mean magnitude per face. ``inside``: as in :meth:`forward`."""
         c = self.config
         x0 = originals.to(self.device_, torch.float32)
-        aims = self._aims(x0, target)
+        inside = None if inside is None else inside.to(self.device_, torch.float32)
+        aims = self._aims(x0, target, inside)
         gen = _face_generators(c.seed + 1, x0.shape[0])
 
         def guide(x_net: torch.Tensor, t: int) -> torch.Tensor:
             for _ in range(c.guide_steps):
                 x = x_net.detach().requires_grad_(True)
-                views = eot_copies(self._paste(x0, to_crop(x)), own_side, 1, gen, jpeg=False)
+                seen = self._seen(self._paste(x0, to_crop(x), inside), inside)
+                views = eot_copies(seen, own_side, 1, gen, jpeg=False)
                 (g,) = torch.autograd.grad(self._identity(views, 1, aims), x)
                 g = F.adaptive_avg_pool2d(g.mean(1, keepdim=True), c.guide_grid)
                 g = F.interpolate(g, size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -396,13 +411,17 @@ class Refiner(nn.Module):
         target: dict[str, torch.Tensor],
         own_side: Sequence[int],
         progress: StepProgress | None = None,
+        inside: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Refine ``starts`` (B, 3, S, S) in [0, 1], edits of ``originals``, toward ``target``
         (unit embeddings (1, D) per surrogate). ``own_side[i]`` is face i's size in the photo
-        in pixels of the crop's side. Returns the refined crops."""
+        in pixels of the crop's side. ``inside`` (B, 1, S, S), 1 where the crop lies inside
+        its photo (None: everywhere): a face cut by the photo's edge is refined, and its
+        identity measured, on its part inside the photo alone. Returns the refined crops."""
         c = self.config
         dev = self.device_
         x0 = originals.to(dev, torch.float32)
+        inside = None if inside is None else inside.to(dev, torch.float32)
         start = starts.to(dev, torch.float32)
         if c.steps == 0:
             return start.cpu()
@@ -411,7 +430,7 @@ class Refiner(nn.Module):
         theta_flow = torch.zeros(b, 2, c.flow_grid, c.flow_grid, device=dev, requires_grad=True)
         theta_lum = torch.zeros(b, 1, c.lum_grid, c.lum_grid, device=dev, requires_grad=True)
         opt = torch.optim.Adam([theta_flow, theta_lum], lr=c.lr)
-        aims = self._aims(x0, target)
+        aims = self._aims(x0, target, inside)
         with torch.no_grad():
             p_orig = self.geometry.points_net.landmarks(x0)
         lum_bound = self.luminance_bound(x0)
@@ -426,7 +445,7 @@ class Refiner(nn.Module):
         for step in range(c.steps):
             if expression is None:
                 pasted_id = pasted_geo = self._paste(
-                    x0, self.edit(start, theta_flow, theta_lum, None, lum_bound)
+                    x0, self.edit(start, theta_flow, theta_lum, None, lum_bound), inside
                 )
             else:
                 # the two parts answer to their own terms: the identity terms see the
@@ -435,15 +454,16 @@ class Refiner(nn.Module):
                 # that moves the landmark net's points without moving the face cannot count)
                 fixed = (expression[0].detach(), expression[1])
                 pasted_id = self._paste(
-                    x0, self.edit(start, theta_flow, theta_lum, fixed, lum_bound)
+                    x0, self.edit(start, theta_flow, theta_lum, fixed, lum_bound), inside
                 )
                 pasted_geo = self._paste(
                     x0,
                     self.edit(
                         start, theta_flow.detach(), theta_lum.detach(), expression, lum_bound
                     ),
+                    inside,
                 )
-            views = eot_copies(pasted_id, own_side, c.copies, gen, c.jpeg)
+            views = eot_copies(self._seen(pasted_id, inside), own_side, c.copies, gen, c.jpeg)
             loss = self._identity(views, c.copies, aims)
             if c.w_geometry > 0:
                 pts = self.geometry.points_net.landmarks(pasted_geo)

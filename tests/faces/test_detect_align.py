@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -190,3 +191,30 @@ def test_outside_share(astronaut_rgb: np.ndarray) -> None:
     eyes_x = face.landmarks[:2, 0].mean()
     half = working_alignment(face.landmarks - np.array([eyes_x, 0.0]), 256)  # cut down the middle
     assert 0.4 < outside_share(half, h, w, face_mask(256)) < 0.6
+
+
+def test_inside_mask_and_the_chips_black_beyond_the_border(astronaut_rgb: np.ndarray) -> None:
+    from pareidolia.faces.align import crop_chip, inside_mask, outside_share
+    from pareidolia.faces.blend import face_mask
+
+    face = detect_faces(astronaut_rgb)[0]
+    h, w = astronaut_rgb.shape[:2]
+    assert inside_mask(working_alignment(face.landmarks, 256), h, w).all()
+    eyes_x = face.landmarks[:2, 0].mean()
+    lm = face.landmarks - np.array([eyes_x, 0.0])  # the photo's left edge between the eyes
+    half = working_alignment(lm, 256)
+    inside = inside_mask(half, h, w)
+    oval = face_mask(256)
+    assert np.isclose(1.0 - (oval * inside).sum() / oval.sum(), outside_share(half, h, w, oval))
+    # the crop's columns left of the photo's edge (x = 0 maps to crop x = matrix[0, 2] on the
+    # eyes' row, the alignment being near-upright) are outside, those right of it inside
+    edge = half.matrix[0, 2] + half.matrix[0, 1] * lm[:2, 1].mean()
+    row = round(half.matrix[1, 2] + half.matrix[1, 1] * lm[:2, 1].mean())
+    assert not inside[row, : int(edge) - 1].any() and inside[row, int(edge) + 2 :].all()
+    # the working crop reflects the photo there; the FR chips are black there
+    beyond = cv2.erode((~inside).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # off the seam
+    assert warp_crop(astronaut_rgb, half)[beyond].mean() > 20
+    assert warp_crop(astronaut_rgb, half, zero_border=True)[beyond].max() == 0
+    shifted = astronaut_rgb[:, round(eyes_x) :]
+    chip = crop_chip(shifted, lm + np.array([eyes_x - round(eyes_x), 0.0]), "arcface112")
+    assert chip[:, :20].max() == 0 and chip[:, 70:].mean() > 20

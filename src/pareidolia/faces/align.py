@@ -66,8 +66,10 @@ def _source_box(alignment: Alignment, height: int, width: int, margin: int) -> t
     return x0, y0, x1, y1
 
 
-def warp_crop(rgb: np.ndarray, alignment: Alignment) -> np.ndarray:
-    """Cut the aligned crop out of an RGB photo, with reflected borders.
+def warp_crop(rgb: np.ndarray, alignment: Alignment, zero_border: bool = False) -> np.ndarray:
+    """Cut the aligned crop out of an RGB photo, with reflected borders (black ones with
+    ``zero_border``, as FR systems cut their chips: a face cut by the photo's edge is not
+    completed by its own mirror image).
 
     Only the part of the photo the crop reads is touched, so the cost does not grow with the
     photo. When the crop shrinks the face by more than 2×, that part is first halved with an
@@ -93,8 +95,19 @@ def warp_crop(rgb: np.ndarray, alignment: Alignment) -> np.ndarray:
         m,
         (alignment.size, alignment.size),
         flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REFLECT_101,
+        borderMode=cv2.BORDER_CONSTANT if zero_border else cv2.BORDER_REFLECT_101,
     )
+
+
+def inside_mask(alignment: Alignment, height: int, width: int) -> np.ndarray:
+    """(S, S) bool: the crop's pixels whose source lies inside a ``height`` × ``width`` photo;
+    the others hold only padding (reflected, in a working crop)."""
+    s = alignment.size
+    ys, xs = np.mgrid[0:s, 0:s].astype(np.float64)
+    inv = alignment.inverse
+    px = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
+    py = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
+    return (px >= -0.5) & (py >= -0.5) & (px <= width - 0.5) & (py <= height - 0.5)
 
 
 def outside_share(
@@ -102,20 +115,16 @@ def outside_share(
 ) -> float:
     """The share of the crop (weighted by ``weight`` (S, S), e.g. the face oval) whose pixels
     lie beyond a ``height`` × ``width`` photo, where the crop holds only reflected padding."""
-    s = alignment.size
-    ys, xs = np.mgrid[0:s, 0:s].astype(np.float64)
-    inv = alignment.inverse
-    px = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
-    py = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
-    outside = (px < -0.5) | (py < -0.5) | (px > width - 0.5) | (py > height - 0.5)
-    wgt = np.ones((s, s)) if weight is None else weight.astype(np.float64)
+    outside = ~inside_mask(alignment, height, width)
+    wgt = np.ones(outside.shape) if weight is None else weight.astype(np.float64)
     total = float(wgt.sum())
     return float((wgt * outside).sum()) / total if total > 0 else 1.0
 
 
 def crop_chip(rgb: np.ndarray, landmarks: np.ndarray, chip: str) -> np.ndarray:
-    """A model's chip straight from the photo (for scoring photos without a working crop)."""
-    return warp_crop(rgb, align_to(landmarks, CHIPS[chip]))
+    """A model's chip straight from the photo (for scoring photos without a working crop),
+    black beyond the photo's border."""
+    return warp_crop(rgb, align_to(landmarks, CHIPS[chip]), zero_border=True)
 
 
 def to_tensor(crops: np.ndarray | list[np.ndarray]) -> torch.Tensor:

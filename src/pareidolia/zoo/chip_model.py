@@ -79,11 +79,12 @@ class ChipModel(nn.Module):
     def embed_photo(self, rgb: np.ndarray, landmarks: np.ndarray) -> torch.Tensor:
         """The output (1, D), on the CPU, for the face at five-point ``landmarks`` of an RGB
         uint8 photo: the chip cut straight from the photo when the model has a chip template
-        (as sharp as the photo allows), else read from the face's working crop."""
+        (as sharp as the photo allows), else read from the face's working crop; black beyond the
+        photo's border either way."""
         if self.photo_chip is not None:
             chip = to_tensor(crop_chip(rgb, landmarks, self.photo_chip))
             return self.net(chip.to(self.device)).cpu()
-        crop = warp_crop(rgb, working_alignment(landmarks, self.working_size))
+        crop = warp_crop(rgb, working_alignment(landmarks, self.working_size), zero_border=True)
         return self(to_tensor(crop).to(self.device)).cpu()
 
 
