@@ -51,6 +51,12 @@ def main() -> None:
         help="simulate small faces: every crop first held at this many photo px (its own size)",
     )
     ap.add_argument(
+        "--guide-delta",
+        type=float,
+        help="with guide_steps: keep the unguided edit at --alpha plus this share of the "
+        "guidance's own change (guided − unguided)",
+    )
+    ap.add_argument(
         "--prior-only",
         action="store_true",
         help="the untuned prior in place of the protector (the shipped one saw these faces)",
@@ -91,8 +97,16 @@ def main() -> None:
     else:
         with torch.no_grad():
             mapped = apply_protector(protector, x0)
+    if cfg.guide_steps > 0 and args.guide_delta is not None:
+        # the guidance's own change (guided − unguided generation) at this weight, on top of
+        # the unguided edit at --alpha: the blur of the 128 px network output cancels out
+        with torch.no_grad():
+            plain = apply_protector(protector, x0)
+        mapped = x0 + args.alpha * (plain - x0) + args.guide_delta * (mapped - plain)
+    else:
+        mapped = x0 + args.alpha * (mapped - x0)
     t_map = (time.perf_counter() - t) / len(x0)
-    mapped = restore_chroma_tensor(x0, x0 + args.alpha * (mapped - x0))  # as the pipeline does
+    mapped = restore_chroma_tensor(x0, mapped.clamp(0, 1))  # as the pipeline does
     t = time.perf_counter()
     out = refiner(x0, mapped, t_emb, own_side)
     t_ref = (time.perf_counter() - t) / len(x0)
