@@ -323,11 +323,15 @@ def evaluate(
 
 
 def grid(faces: list[Face], crops: list[np.ndarray], path: Path) -> None:
-    """original | protected | difference ×8 per face, two faces per row."""
+    """original | protected | difference ×8 per face, two faces per row; black beyond the
+    photo's border (where the working crop holds only padding)."""
     tiles = []
-    for f, c in zip(faces, crops, strict=True):
-        diff = np.clip(128 + 8 * (c.astype(int) - f.crop.astype(int)), 0, 255).astype(np.uint8)
-        tiles.append(np.concatenate([f.crop, c, diff], 1))
+    for f, o, c in zip(
+        faces, seen(faces, [f.crop for f in faces]), seen(faces, crops), strict=True
+    ):
+        diff = np.clip(128 + 8 * (c.astype(int) - o.astype(int)), 0, 255).astype(np.uint8)
+        diff[~f.inside] = 0
+        tiles.append(np.concatenate([o, c, diff], 1))
     if len(tiles) % 2:
         tiles.append(np.zeros_like(tiles[0]))
     rows = [np.concatenate(tiles[i : i + 2], 1) for i in range(0, len(tiles), 2)]
