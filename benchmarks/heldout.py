@@ -210,6 +210,7 @@ def lum_eot_editor(surrogates: tuple[str, ...], target_crop: np.ndarray) -> Edit
     """The lum-eot baseline as a crop editor (its default budget, ±12/255)."""
     loss = IdentityLoss(SurrogateEnsemble(list(surrogates)), to_tensor(target_crop))
     method = BASELINES["lum-eot"]()
+    # the baseline attacks the whole crop, padding included (it has no inside-the-photo mask)
     return lambda crops, side, inside: method.protect(crops, loss)
 
 
@@ -290,6 +291,7 @@ def evaluate(
     per_victim = {}
     for v in victims:
         d = _decisions(j, v, faces, prot, enroll)
+        # the uploaded photo's crops take the written photo's masks: the same face, scaled
         du = _decisions(j, v, faces, up, enroll)
         kept_d = du["dodged"][d["dodged"]].mean() if d["dodged"].any() else float("nan")
         imp = d["synthetic"]
