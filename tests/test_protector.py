@@ -300,8 +300,13 @@ def test_ctrl_c_during_the_update_is_held_until_the_step_is_whole(
         real_update(self, net)  # type: ignore[arg-type]
 
     monkeypatch.setattr(protector_mod._Ema, "update", update_then_sigint)
-    with pytest.raises(KeyboardInterrupt):
-        _run(base, faces, tmp_path / "cut")
+    # A shell's background job starts with SIGINT ignored; Ctrl-C in a terminal raises.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(base, faces, tmp_path / "cut")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     monkeypatch.setattr(protector_mod._Ema, "update", real_update)
     state = torch.load(tmp_path / "cut" / protector_mod.CHECKPOINT_NAME, weights_only=True)
     assert (state["step"], state["pos"], state["ema"]["updates"]) == (1, 1, 1)

@@ -1,0 +1,133 @@
+"""How far does face *shape* alone move the FR models? (a probe [ours], training faces only)
+
+    python benchmarks/shape_morph.py --faces out/prior-data --n 8 --frac 0.3 0.6 1.0 [--save X.png]
+
+Each training face's 68 landmarks (the landmark net, in the 256 px working crop) are moved a
+share ``--frac`` of the way toward the shipped target's landmarks (the target's shape, brought
+onto the face by a similarity, so pose and size stay the face's own), and the crop is warped by
+the thin-plate spline through those moves (zero on a ring outside the face oval, faded out
+before the paste seam like the refinement's warp). No optimisation: this measures what a purely
+geometric identity change buys. Prints one JSON line per share: face-oval PSNR, the largest
+shift in pixels, and per FR model the mean score to the face's own original and the share of
+faces no longer matched at FAR 0.01.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pareidolia.default_protectors import default_target_crop
+from pareidolia.evaluation.protocol import zoo_verifiers
+from pareidolia.faces.align import to_tensor, to_uint8
+from pareidolia.faces.blend import face_mask
+from pareidolia.faces.templates import CHIPS, chip_affine, working_template
+from pareidolia.objectives.landmarks import LaplacianLoss
+from pareidolia.prior.facesets import load_faceset
+from pareidolia.quality import psnr
+from pareidolia.zoo.thresholds import thresholds
+
+SIZE = 256
+
+
+def crop_points(net: LaplacianLoss, x: torch.Tensor) -> np.ndarray:
+    """(B, 68, 2) landmarks in working-crop pixels."""
+    to_chip = chip_affine(working_template(SIZE), CHIPS[net.sampler.chip])
+    with torch.no_grad():
+        p = net.landmarks(x).numpy().astype(np.float64)
+    return (p - to_chip[:, 2]) @ np.linalg.inv(to_chip[:, :2]).T
+
+
+def similarity_onto(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``src`` (N, 2) moved by the least-squares similarity that best maps it onto ``dst``."""
+    ms, md = src.mean(0), dst.mean(0)
+    cs, cd = src - ms, dst - md
+    u, s, vt = np.linalg.svd(cs.T @ cd)
+    rot = u @ vt
+    return (cs @ rot) * (s.sum() / (cs**2).sum()) + md
+
+
+def _tps_kernel(d: np.ndarray) -> np.ndarray:
+    return np.where(d > 0, d**2 * np.log(np.maximum(d, 1e-12)), 0.0)
+
+
+def tps_flow(ctrl: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The thin-plate spline through ``values`` (N, 2) at ``ctrl`` (N, 2), on every crop pixel
+    centre: (S, S, 2)."""
+    n = len(ctrl)
+    lhs = np.zeros((n + 3, n + 3))
+    lhs[:n, :n] = _tps_kernel(np.linalg.norm(ctrl[:, None] - ctrl[None], axis=-1))
+    lhs[:n, :n] += 1e-3 * np.eye(n)
+    affine = np.concatenate([np.ones((n, 1)), ctrl], 1)
+    lhs[:n, n:], lhs[n:, :n] = affine, affine.T
+    w = np.linalg.solve(lhs, np.concatenate([values, np.zeros((3, 2))]))
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
+    q = np.stack([xx.ravel(), yy.ravel()], 1)
+    k = _tps_kernel(np.linalg.norm(q[:, None] - ctrl[None], axis=-1))
+    f = k @ w[:n] + np.concatenate([np.ones((len(q), 1)), q], 1) @ w[n:]
+    return f.reshape(SIZE, SIZE, 2)
+
+
+def morph(x: torch.Tensor, src: np.ndarray, dst: np.ndarray, fade: np.ndarray) -> torch.Tensor:
+    """Crop ``x`` (1, 3, S, S) warped so that the points ``src`` land on ``dst``."""
+    angles = np.linspace(0.0, 2.0 * np.pi, 24, endpoint=False)
+    ring = SIZE * (0.5 + 0.62 * np.stack([np.cos(angles), np.sin(angles)], 1))
+    ctrl = np.concatenate([dst, ring])  # sampled at the output position: dst → src
+    flow = tps_flow(ctrl, np.concatenate([src - dst, np.zeros_like(ring)])) * fade[..., None]
+    lin = (torch.arange(SIZE, dtype=torch.float32) + 0.5) / SIZE * 2.0 - 1.0
+    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+    grid = torch.stack([xx, yy], -1)[None] + torch.from_numpy(flow).float()[None] * (2.0 / SIZE)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--faces", type=Path, required=True)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--frac", type=float, nargs="+", default=[0.3, 0.6, 1.0])
+    ap.add_argument("--save", type=Path, help="originals, then one row per share")
+    args = ap.parse_args()
+    crops = np.stack([c for _, c in load_faceset(args.faces).faces("train")[: args.n]])
+    x0 = to_tensor(crops)
+    net = LaplacianLoss()
+    points = crop_points(net, x0)
+    target = crop_points(net, to_tensor(default_target_crop()[None]))[0]
+    mask = np.array(face_mask(SIZE))
+    fade = np.clip((mask - 0.5) * 2.0, 0.0, 1.0) ** 2
+    verifiers = zoo_verifiers(size=SIZE)
+    originals = {v.name: v.embed_crops(x0) for v in verifiers}
+    rows = [crops]
+    for frac in args.frac:
+        moved = [
+            morph(x0[i : i + 1], p, p + frac * (similarity_onto(target, p) - p), fade)
+            for i, p in enumerate(points)
+        ]
+        out = to_uint8(torch.cat(moved).clamp(0, 1))
+        box = mask > 0.5
+        face_psnr = [psnr(a[box], b[box]) for a, b in zip(crops, out, strict=True)]
+        res: dict[str, object] = {"frac": frac, "psnr": round(float(np.mean(face_psnr)), 2)}
+        for v in verifiers:
+            th = thresholds(v.name)
+            score = torch.as_tensor(th.score(v.embed_crops(to_tensor(out)), originals[v.name]))
+            still = torch.as_tensor(th.matches(score, "0.01"))
+            res[v.name] = {
+                "own": round(float(score.float().mean()), 3),
+                "dodge": round(float((~still).float().mean()), 3),
+            }
+        print(json.dumps(res), flush=True)
+        rows.append(out)
+    if args.save:
+        from PIL import Image
+
+        Image.fromarray(np.concatenate([np.concatenate(list(r), 1) for r in rows], 0)).save(
+            args.save
+        )
+
+
+if __name__ == "__main__":
+    main()
