@@ -2,6 +2,7 @@
 
     python benchmarks/tune_refine.py --faces out/prior-data --n 8 [--set steps=20 --set w_dodge=2]
         [--side 190]   # every crop first held at 190 photo px: a small face, as in a group photo
+        [--robust-copy sface=X.safetensors]   # an extra surrogate (benchmarks/robust_copy.py)
 
 Crop level: each training face's 256 px working crop is edited by the shipped protector (victim
 dlib, surrogates sface / faceres / mobileface), refined against those surrogates, and measured
@@ -13,6 +14,7 @@ landmark moves, and seconds per face. Prints one JSON line.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import time
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from pareidolia.colour import colour_shift, restore_chroma_tensor
 from pareidolia.default_protectors import default_protector, default_target_crop
@@ -27,13 +30,33 @@ from pareidolia.evaluation.protocol import target_test_photo, zoo_verifiers
 from pareidolia.faces.align import to_tensor, to_uint8, working_alignment
 from pareidolia.faces.blend import face_mask
 from pareidolia.objectives.geometry import displacements
-from pareidolia.objectives.identity import zoo_ensembles
+from pareidolia.objectives.identity import EnsembleFactory, SurrogateEnsemble, zoo_ensembles
 from pareidolia.objectives.landmarks import LaplacianLoss
 from pareidolia.prior.facesets import load_faceset
 from pareidolia.protector import apply_protector, to_crop
 from pareidolia.quality import psnr, ssim
 from pareidolia.refine import RefineConfig, Refiner
+from pareidolia.zoo.chip_model import zoo_model
 from pareidolia.zoo.thresholds import thresholds
+
+
+def ensembles(robust: list[str], victim: str) -> EnsembleFactory:
+    """The zoo's surrogates, plus a robust copy (``MODEL=FILE``) of each model in ``robust``."""
+    copies = []
+    for spec in robust:
+        name, path = spec.split("=", 1)
+        if name == victim:
+            raise SystemExit(f"--robust-copy {name}: a copy of the victim is not black-box")
+        model = copy.deepcopy(zoo_model(name, 256, "cpu"))
+        model.net.load_state_dict(load_file(path))
+        model.net.requires_grad_(False)
+        model.name = f"{name}-robust"
+        copies.append(model)
+    if not copies:
+        return zoo_ensembles(256, "cpu")
+    return lambda names: SurrogateEnsemble(
+        [zoo_model(n, 256, "cpu") for n in names] + copies, 256, "cpu"
+    )
 
 
 def main() -> None:
@@ -55,6 +78,14 @@ def main() -> None:
         type=float,
         help="with guide_steps: keep the unguided edit at --alpha plus this share of the "
         "guidance's own change (guided − unguided)",
+    )
+    ap.add_argument(
+        "--robust-copy",
+        action="append",
+        default=[],
+        metavar="MODEL=FILE",
+        help="add a surrogate: MODEL's network with the weights of FILE "
+        "(benchmarks/robust_copy.py); MODEL must not be the victim",
     )
     ap.add_argument(
         "--prior-only",
@@ -87,7 +118,7 @@ def main() -> None:
     surrogates = [m for m in ("dlib", "sface", "faceres", "mobileface") if m != args.victim]
     if args.prior_only:
         protector = dataclasses.replace(protector, unet=protector.base_unet)
-    refiner = Refiner(surrogates, args.emotion, cfg, zoo_ensembles(256, "cpu"))
+    refiner = Refiner(surrogates, args.emotion, cfg, ensembles(args.robust_copy, args.victim))
     t_emb = refiner.embed(to_tensor(default_target_crop()[None]))
     own_side = [args.side or min(256, side[n]) for n in names]
     t = time.perf_counter()
