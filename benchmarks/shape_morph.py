@@ -6,8 +6,8 @@ Each training face's 68 landmarks (the landmark net, in the 256 px working crop)
 share ``--frac`` of the way toward the shipped target's landmarks (the target's shape, brought
 onto the face by a similarity, so pose and size stay the face's own), and the crop is warped by
 the thin-plate spline through those moves (zero on a ring outside the face oval, faded out
-before the paste seam like the refinement's warp). No optimisation: this measures what a purely
-geometric identity change buys. Prints one JSON line per share: face-oval PSNR, the largest
+before the paste seam by the refinement's own ``warp_fade``). No optimisation: this measures
+what a purely geometric identity change buys. Prints one JSON line per share: face-oval PSNR, the largest
 shift in pixels, and per FR model the mean score to the face's own original and the share of
 faces no longer matched at FAR 0.01.
 """
@@ -26,10 +26,11 @@ from pareidolia.default_protectors import default_target_crop
 from pareidolia.evaluation.protocol import zoo_verifiers
 from pareidolia.faces.align import to_tensor, to_uint8
 from pareidolia.faces.blend import face_mask
-from pareidolia.faces.templates import CHIPS, chip_affine, working_template
+from pareidolia.faces.templates import CHIPS, chip_affine, umeyama, working_template
 from pareidolia.objectives.landmarks import LaplacianLoss
 from pareidolia.prior.facesets import load_faceset
 from pareidolia.quality import psnr
+from pareidolia.refine import identity_grid, warp_fade
 from pareidolia.zoo.thresholds import thresholds
 
 SIZE = 256
@@ -41,15 +42,6 @@ def crop_points(net: LaplacianLoss, x: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         p = net.landmarks(x).numpy().astype(np.float64)
     return (p - to_chip[:, 2]) @ np.linalg.inv(to_chip[:, :2]).T
-
-
-def similarity_onto(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """``src`` (N, 2) moved by the least-squares similarity that best maps it onto ``dst``."""
-    ms, md = src.mean(0), dst.mean(0)
-    cs, cd = src - ms, dst - md
-    u, s, vt = np.linalg.svd(cs.T @ cd)
-    rot = u @ vt
-    return (cs @ rot) * (s.sum() / (cs**2).sum()) + md
 
 
 def _tps_kernel(d: np.ndarray) -> np.ndarray:
@@ -79,9 +71,7 @@ def morph(x: torch.Tensor, src: np.ndarray, dst: np.ndarray, fade: np.ndarray) -
     ring = SIZE * (0.5 + 0.62 * np.stack([np.cos(angles), np.sin(angles)], 1))
     ctrl = np.concatenate([dst, ring])  # sampled at the output position: dst → src
     flow = tps_flow(ctrl, np.concatenate([src - dst, np.zeros_like(ring)])) * fade[..., None]
-    lin = (torch.arange(SIZE, dtype=torch.float32) + 0.5) / SIZE * 2.0 - 1.0
-    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
-    grid = torch.stack([xx, yy], -1)[None] + torch.from_numpy(flow).float()[None] * (2.0 / SIZE)
+    grid = identity_grid(SIZE) + torch.from_numpy(flow).float()[None] * (2.0 / SIZE)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -98,15 +88,16 @@ def main() -> None:
     points = crop_points(net, x0)
     target = crop_points(net, to_tensor(default_target_crop()[None]))[0]
     mask = np.array(face_mask(SIZE))
-    fade = np.clip((mask - 0.5) * 2.0, 0.0, 1.0) ** 2
+    fade = warp_fade(SIZE)
     verifiers = zoo_verifiers(size=SIZE)
     originals = {v.name: v.embed_crops(x0) for v in verifiers}
     rows = [crops]
     for frac in args.frac:
-        moved = [
-            morph(x0[i : i + 1], p, p + frac * (similarity_onto(target, p) - p), fade)
-            for i, p in enumerate(points)
-        ]
+        moved = []
+        for i, p in enumerate(points):
+            sim = umeyama(target, p)  # the target's shape, in this face's pose and size
+            aim = target @ sim[:, :2].T + sim[:, 2]
+            moved.append(morph(x0[i : i + 1], p, p + frac * (aim - p), fade))
         out = to_uint8(torch.cat(moved).clamp(0, 1))
         box = mask > 0.5
         face_psnr = [psnr(a[box], b[box]) for a, b in zip(crops, out, strict=True)]

@@ -203,11 +203,17 @@ def eot_copies(
     return torch.cat(out)
 
 
-def _warp_grid(size: int, device: torch.device) -> torch.Tensor:
+def identity_grid(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Identity sampling grid (1, S, S, 2) for grid_sample with align_corners=False."""
     lin = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0
     yy, xx = torch.meshgrid(lin, lin, indexing="ij")
     return torch.stack([xx, yy], dim=-1)[None]
+
+
+def warp_fade(size: int) -> np.ndarray:
+    """Where a warp of the working crop may move pixels (S, S) in [0, 1]: it fades out well
+    inside the face oval, so no pixel near the paste seam is displaced."""
+    return (np.clip((np.array(face_mask(size)) - 0.5) * 2.0, 0.0, 1.0) ** 2).astype(np.float32)
 
 
 def _face_generators(seed: int, faces: int) -> list[torch.Generator]:
@@ -242,12 +248,10 @@ class Refiner(nn.Module):
         self.register_buffer(
             "paste_mask", torch.from_numpy(np.array(m))[None, None], persistent=False
         )
-        # the warp fades out well inside the oval: no pixel near the seam is displaced
-        inner = np.clip((np.array(m) - 0.5) * 2.0, 0.0, 1.0) ** 2
         self.register_buffer(
-            "flow_mask", torch.from_numpy(inner.astype(np.float32))[None, None], persistent=False
+            "flow_mask", torch.from_numpy(warp_fade(working_size))[None, None], persistent=False
         )
-        self.register_buffer("grid", _warp_grid(working_size, self.device_), persistent=False)
+        self.register_buffer("grid", identity_grid(working_size, self.device_), persistent=False)
         self.paste_mask: torch.Tensor
         self.flow_mask: torch.Tensor
         self.grid: torch.Tensor
