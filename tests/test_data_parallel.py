@@ -151,12 +151,16 @@ FAST = (
     "t0 = 20\nn_inv = 4\nn_gen = 2\nw_lap = 0.0\nlr = 1e-3\nema_decay = 0.0\nbatch = 4\n"
     'surrogates = ["mobileface"]\n'
 )
-WEIGHTS_TOLERANCE = 0.01
-"""‖w₂ − w₁‖ / ‖w₁ − w₀‖ allowed between the weights that two processes and one process tune
-from w₀ in 4 steps (GradVac, lr 1e-3): measured 0.0015 (2 CPU cores). The losses agree within
-2e-6 (relative) and 99.9 % of the weights within 2e-4 of the largest change; the rest are
-weights of almost no gradient, where Adam's step (g / (|g| + 1e-8)) turns the gradients'
-rounding into up to a sixth of a step."""
+ROUNDING_MARGIN = 2.0
+"""How far two processes' weights may lie from one process's, in units of how far rounding alone
+moves them (the same process on two threads, another order of the sums). Adam's first step is
+lr · g / (|g| + 1e-8), a whole step for any weight with a gradient of rounding size, so 4 steps
+turn 1e-7 into percent of the change: measured 0.0011 (two processes) and 0.013 (two threads)
+with opencv 4.14, 0.055 and 0.055 with opencv 5.1 (the cause inside opencv is not traced;
+the same process on one thread repeats itself exactly). A missing or wrong
+all-reduce (each process tuning on its half) moves them by 70 % of the change."""
+FLOOR = 0.01
+"""The least allowed difference, relative to the change (rounding may happen to cancel)."""
 
 
 def _tiny_unet(folder: Path | None) -> UNet2DModel:
@@ -179,14 +183,14 @@ def _tiny_unet(folder: Path | None) -> UNet2DModel:
     return unet
 
 
-def _train(launch: list[str], root: Path, name: str, argv: list[str]) -> Path:
+def _train(launch: list[str], root: Path, name: str, argv: list[str], threads: int = 1) -> Path:
     """``pareidolia train`` started by ``launch`` into ``root/name/p.safetensors``."""
     out = root / name / "p.safetensors"
     out.parent.mkdir()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": str(threads),
         "HF_HOME": str(root / "hf"),  # no accelerate config of the user's
         "HF_HUB_OFFLINE": "1",
     }
@@ -238,15 +242,21 @@ def test_two_processes_train_the_weights_of_one(
     from pareidolia.diffusion.models import load_score_model
     from pareidolia.protector import load_protector
 
+    rounded = _train([sys.executable], tmp_path, "threads", argv, threads=2)  # rounding alone
     base, cfg = load_score_model(f"diffusers:{unet}")
     p1, p2 = load_protector(one, base, cfg), load_protector(two, base, cfg)
     w0, w1, w2 = _flat(base), _flat(p1.unet), _flat(p2.unet)
-    assert float((w2 - w1).norm() / (w1 - w0).norm()) < WEIGHTS_TOLERANCE
-    change = float((w1 - w0).abs().max())
-    assert float((w2 - w1).abs().quantile(0.999)) < 0.01 * change
+    w3 = _flat(load_protector(rounded, base, cfg).unet)
+    change = float((w1 - w0).norm())
+    floor = max(float((w3 - w1).norm()) / change, FLOOR)
+    assert float((w2 - w1).norm()) / change < ROUNDING_MARGIN * floor
     assert p2.run == {"device": "cpu", "dtype": "float32", "world_size": "2"}
     assert p1.run == {"device": "cpu", "dtype": "float32"}
-    l1, l2 = _losses(one), _losses(two)
+    l1, l2, l3 = _losses(one), _losses(two), _losses(rounded)
     assert [r["step"] for r in l2] == [1, 2, 3, 4]
-    for a, b in zip(l1, l2, strict=True):
-        assert all(b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-7) for k in a), (a, b)
+    assert all(l2[0][k] == pytest.approx(l1[0][k], rel=1e-5, abs=1e-7) for k in l1[0])  # 1st step
+    for a, b, c in zip(l1, l2, l3, strict=True):  # later steps: within what rounding gives
+        off = [
+            k for k in a if abs(b[k] - a[k]) > ROUNDING_MARGIN * abs(c[k] - a[k]) + 1e-4 * abs(a[k])
+        ]
+        assert not off, (off, a, b, c)
