@@ -120,7 +120,6 @@ def main() -> None:
         protector = dataclasses.replace(protector, unet=protector.base_unet)
     refiner = Refiner(surrogates, args.emotion, cfg, ensembles(args.robust_copy, args.victim))
     t_emb = refiner.embed(to_tensor(default_target_crop()[None]))
-    refiner.admix_pool = to_tensor(np.stack([c for _, c in fs.faces("train")[args.n :]]))
     own_side = [args.side or min(256, side[n]) for n in names]
     t = time.perf_counter()
     if cfg.guide_steps > 0:

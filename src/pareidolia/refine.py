@@ -74,8 +74,6 @@ class RefineConfig:
     w_geometry: float = 20.0
     w_classifier: float = 0.05
     copies: int = 3  # EOT copies per face and step
-    admix: float = 0.0  # EXPERIMENT: share of another face added to the random copies
-    ssa_rho: float = 0.0  # EXPERIMENT: spectrum augmentation of the random copies (SSA)
     jpeg: bool = True  # real JPEG in the loop (straight-through gradient)
     max_seconds: float | None = None  # stop early when a batch's refinement takes longer
     guide_steps: int = 0  # identity-guidance steps per generation step (0: no guidance)
@@ -166,30 +164,12 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     )
 
 
-def _dct_matrix(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    k = torch.arange(n, dtype=torch.float64)
-    d = torch.cos(math.pi * (k[None, :] + 0.5) * k[:, None] / n) * math.sqrt(2.0 / n)
-    d[0] /= math.sqrt(2.0)
-    return d.to(device, dtype)
-
-
-def _spectrum(x: torch.Tensor, rho: float, sigma: float, g: torch.Generator) -> torch.Tensor:
-    d = _dct_matrix(x.shape[-1], x.device, x.dtype)
-    noise = torch.randn(x.shape, generator=g).to(x.device, x.dtype) * sigma
-    spec = d @ (x + noise) @ d.T
-    mask = torch.empty(x.shape).uniform_(1 - rho, 1 + rho, generator=g).to(x.device, x.dtype)
-    return (d.T @ (spec * mask) @ d).clamp(0, 1)
-
-
 def eot_copies(
     x: torch.Tensor,
     own_side: Sequence[int],
     copies: int,
     gen: torch.Generator | Sequence[torch.Generator],
     jpeg: bool,
-    admix: float = 0.0,
-    ssa_rho: float = 0.0,
-    others: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``copies`` transformed versions of each crop (B, 3, S, S) → (copies·B, 3, S, S), copy-major.
 
@@ -216,11 +196,6 @@ def eot_copies(
                 xi = torch.roll(xi, shifts=(dy, dx), dims=(2, 3))
                 noise = torch.randn(xi.shape, generator=g).to(xi.device, xi.dtype)
                 xi = (xi + noise / 255.0).clamp(0, 1)
-                if admix > 0 and others is not None:
-                    j = int(torch.randint(0, others.shape[0], (1,), generator=g))
-                    xi = (xi + admix * others[j : j + 1]).clamp(0, 1)
-                if ssa_rho > 0:
-                    xi = _spectrum(xi, ssa_rho, 8.0 / 255.0, g)
                 quality.append(int(torch.randint(70, 96, (1,), generator=g)))
             batch.append(xi)
         xb = torch.cat(batch)
@@ -277,7 +252,6 @@ class Refiner(nn.Module):
             "flow_mask", torch.from_numpy(warp_fade(working_size))[None, None], persistent=False
         )
         self.register_buffer("grid", identity_grid(working_size, self.device_), persistent=False)
-        self.admix_pool: torch.Tensor | None = None  # EXPERIMENT: other faces for admix
         self.paste_mask: torch.Tensor
         self.flow_mask: torch.Tensor
         self.grid: torch.Tensor
@@ -493,16 +467,7 @@ class Refiner(nn.Module):
                     ),
                     inside,
                 )
-            views = eot_copies(
-                self._seen(pasted_id, inside),
-                own_side,
-                c.copies,
-                gen,
-                c.jpeg,
-                c.admix,
-                c.ssa_rho,
-                self.admix_pool,
-            )
+            views = eot_copies(self._seen(pasted_id, inside), own_side, c.copies, gen, c.jpeg)
             loss = self._identity(views, c.copies, aims)
             if c.w_geometry > 0:
                 pts = self.geometry.points_net.landmarks(pasted_geo)
