@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pareidolia.default_protectors import default_target_crop
 from pareidolia.evaluation.protocol import zoo_verifiers
 from pareidolia.faces.align import to_tensor, to_uint8
 from pareidolia.faces.blend import face_mask
 from pareidolia.faces.templates import CHIPS, chip_affine, umeyama, working_template
+from pareidolia.faces.tps import tps_morph
 from pareidolia.objectives.landmarks import LaplacianLoss
 from pareidolia.prior.facesets import load_faceset
 from pareidolia.quality import psnr
@@ -44,37 +44,6 @@ def crop_points(net: LaplacianLoss, x: torch.Tensor) -> np.ndarray:
     return (p - to_chip[:, 2]) @ np.linalg.inv(to_chip[:, :2]).T
 
 
-def _tps_kernel(d: np.ndarray) -> np.ndarray:
-    return np.where(d > 0, d**2 * np.log(np.maximum(d, 1e-12)), 0.0)
-
-
-def tps_flow(ctrl: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """The thin-plate spline through ``values`` (N, 2) at ``ctrl`` (N, 2), on every crop pixel
-    centre: (S, S, 2)."""
-    n = len(ctrl)
-    lhs = np.zeros((n + 3, n + 3))
-    lhs[:n, :n] = _tps_kernel(np.linalg.norm(ctrl[:, None] - ctrl[None], axis=-1))
-    lhs[:n, :n] += 1e-3 * np.eye(n)
-    affine = np.concatenate([np.ones((n, 1)), ctrl], 1)
-    lhs[:n, n:], lhs[n:, :n] = affine, affine.T
-    w = np.linalg.solve(lhs, np.concatenate([values, np.zeros((3, 2))]))
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
-    q = np.stack([xx.ravel(), yy.ravel()], 1)
-    k = _tps_kernel(np.linalg.norm(q[:, None] - ctrl[None], axis=-1))
-    f = k @ w[:n] + np.concatenate([np.ones((len(q), 1)), q], 1) @ w[n:]
-    return f.reshape(SIZE, SIZE, 2)
-
-
-def morph(x: torch.Tensor, src: np.ndarray, dst: np.ndarray, fade: np.ndarray) -> torch.Tensor:
-    """Crop ``x`` (1, 3, S, S) warped so that the points ``src`` land on ``dst``."""
-    angles = np.linspace(0.0, 2.0 * np.pi, 24, endpoint=False)
-    ring = SIZE * (0.5 + 0.62 * np.stack([np.cos(angles), np.sin(angles)], 1))
-    ctrl = np.concatenate([dst, ring])  # sampled at the output position: dst → src
-    flow = tps_flow(ctrl, np.concatenate([src - dst, np.zeros_like(ring)])) * fade[..., None]
-    grid = identity_grid(SIZE) + torch.from_numpy(flow).float()[None] * (2.0 / SIZE)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--faces", type=Path, required=True)
@@ -89,6 +58,7 @@ def main() -> None:
     target = crop_points(net, to_tensor(default_target_crop()[None]))[0]
     mask = np.array(face_mask(SIZE))
     fade = warp_fade(SIZE)
+    grid = identity_grid(SIZE)
     verifiers = zoo_verifiers(size=SIZE)
     originals = {v.name: v.embed_crops(x0) for v in verifiers}
     rows = [crops]
@@ -97,7 +67,7 @@ def main() -> None:
         for i, p in enumerate(points):
             sim = umeyama(target, p)  # the target's shape, in this face's pose and size
             aim = target @ sim[:, :2].T + sim[:, 2]
-            moved.append(morph(x0[i : i + 1], p, p + frac * (aim - p), fade))
+            moved.append(tps_morph(x0[i : i + 1], p, p + frac * (aim - p), fade, grid))
         out = to_uint8(torch.cat(moved).clamp(0, 1))
         box = mask > 0.5
         face_psnr = [psnr(a[box], b[box]) for a, b in zip(crops, out, strict=True)]

@@ -48,6 +48,7 @@ from torch import nn
 from pareidolia.errors import UserError
 from pareidolia.faces.blend import face_mask
 from pareidolia.faces.templates import CHIPS, chip_affine, working_template
+from pareidolia.faces.tps import tps_morph
 from pareidolia.objectives.expression import ClassifierGuide
 from pareidolia.objectives.geometry import TEMPLATES, LandmarkExpressionLoss, inter_ocular
 from pareidolia.objectives.identity import EnsembleFactory
@@ -66,6 +67,7 @@ class RefineConfig:
     flow_grid: int = 10
     max_shift: float = 2.0  # the identity warp's bound, working-crop pixels (256 px crop)
     expression_shift: float = 0.0  # bound of the expression warp near the template's landmarks
+    template_warp: float = 0.0  # the emotion's landmark template, this many times, as a TPS warp
     lum_grid: int = 64
     lum_eps: float = 8.0 / 255.0  # the bound on smooth skin
     lum_texture: float = 1.0  # the bound grows up to (1 + this)× where the face is textured
@@ -85,10 +87,17 @@ class RefineConfig:
         problems = []
         if self.steps < 0:
             problems.append(f"steps must be 0 or more, got {self.steps}")
-        bounds = (self.max_shift, self.expression_shift, self.lum_eps, self.lum_texture)
+        bounds = (
+            self.max_shift,
+            self.expression_shift,
+            self.template_warp,
+            self.lum_eps,
+            self.lum_texture,
+        )
         if self.lr <= 0 or min(bounds) < 0:
             problems.append(
-                "need lr > 0 and max_shift, expression_shift, lum_eps, lum_texture >= 0"
+                "need lr > 0 and max_shift, expression_shift, template_warp, lum_eps, "
+                "lum_texture >= 0"
             )
         if self.flow_grid < 2 or self.lum_grid < 2:
             problems.append("flow_grid and lum_grid must be at least 2")
@@ -261,6 +270,42 @@ class Refiner(nn.Module):
         """Unit embeddings per surrogate of crops (B, 3, S, S) in [0, 1]."""
         return {k: v.detach() for k, v in self.ensemble(x.to(self.device_)).items()}
 
+    def crop_points(self, points: torch.Tensor) -> torch.Tensor:
+        """Landmarks (B, 68, 2) from landmark-chip pixels to working-crop pixels (the inverse
+        of the chip's alignment)."""
+        to_chip = chip_affine(
+            working_template(self.size), CHIPS[self.geometry.points_net.sampler.chip]
+        )
+        a = torch.tensor(to_chip[:, :2], dtype=points.dtype, device=points.device)
+        b = torch.tensor(to_chip[:, 2], dtype=points.dtype, device=points.device)
+        return (points - b) @ torch.linalg.inv(a).T
+
+    def template_morph(self, start: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """``start`` (B, 3, S, S) warped by a thin-plate spline that moves each face's
+        landmarks ``points`` (B, 68, 2, landmark-chip pixels) by ``template_warp`` times the
+        emotion's template (in the face's inter-ocular distances), zero at the paste seam.
+        On a turned face each half's moves shrink with that half's width (outer eye corner to
+        the nose bridge) against the other's, so the far half is not pulled as far as the
+        near one; a face in profile (one half under 35 % of the other) is left as it is."""
+        crop_pts = self.crop_points(points).double().cpu()
+        iod = inter_ocular(crop_pts).numpy()
+        template = TEMPLATES[self.geometry.emotion]
+        idx = sorted(template)
+        want = np.array([template[i] for i in idx])
+        fade = self.flow_mask[0, 0].double().cpu().numpy()
+        out = []
+        for i, p in enumerate(crop_pts.numpy()):
+            bridge = p[27, 0]
+            halves = np.array([bridge - p[36, 0], p[45, 0] - bridge]).clip(1e-6)
+            if halves.min() < 0.35 * halves.max():
+                out.append(start[i : i + 1])
+                continue
+            share = (halves / halves.max())[(p[idx, 0] > bridge).astype(int)]
+            dst = p.copy()
+            dst[idx] += self.config.template_warp * iod[i] * want * share[:, None]
+            out.append(tps_morph(start[i : i + 1], p, dst, fade, self.grid))
+        return torch.cat(out)
+
     def expression_bound(self, points: torch.Tensor) -> torch.Tensor:
         """The expression warp's bound (B, 1, S, S) in crop pixels for faces with landmarks
         ``points`` (B, 68, 2, landmark-chip pixels): ``expression_shift`` at the emotion
@@ -268,11 +313,7 @@ class Refiner(nn.Module):
         and jaw for *surprised*), falling smoothly to zero at 0.7 inter-ocular distances from
         them."""
         c, s = self.config, self.size
-        # landmark-chip pixels → working-crop pixels (the inverse of the chip's alignment)
-        to_chip = chip_affine(working_template(s), CHIPS[self.geometry.points_net.sampler.chip])
-        a = torch.tensor(to_chip[:, :2], dtype=points.dtype, device=points.device)
-        b = torch.tensor(to_chip[:, 2], dtype=points.dtype, device=points.device)
-        crop_pts = (points - b) @ torch.linalg.inv(a).T
+        crop_pts = self.crop_points(points)
         centres = crop_pts[:, sorted(TEMPLATES[self.geometry.emotion])]  # (B, K, 2)
         radius = (0.7 * inter_ocular(crop_pts)).clamp_min(2.0)  # (B,)
         pix = (self.grid[0] + 1.0) * (s / 2.0) - 0.5  # (S, S, 2) crop pixel centres
@@ -427,6 +468,9 @@ class Refiner(nn.Module):
         x0 = originals.to(dev, torch.float32)
         inside = None if inside is None else inside.to(dev, torch.float32)
         start = starts.to(dev, torch.float32)
+        if c.template_warp > 0:  # the template's geometry first; the optimisation works on it
+            with torch.no_grad():
+                start = self.template_morph(start, self.geometry.points_net.landmarks(x0))
         if c.steps == 0:
             return start.cpu()
         b = x0.shape[0]
