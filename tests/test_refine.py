@@ -17,7 +17,14 @@ from pareidolia.objectives.geometry import (
     template_error,
 )
 from pareidolia.objectives.identity import zoo_ensembles
-from pareidolia.refine import RefineConfig, Refiner, eot_copies, jpeg_straight_through
+from pareidolia.refine import (
+    STRENGTHS,
+    TEMPLATE_WARP,
+    RefineConfig,
+    Refiner,
+    eot_copies,
+    jpeg_straight_through,
+)
 from pareidolia.zoo.thresholds import thresholds
 
 pytestmark = pytest.mark.usefixtures("module_one_thread")
@@ -39,7 +46,17 @@ def target(insightface_images) -> torch.Tensor:  # type: ignore[no-untyped-def]
 
 
 def _refiner(surrogates: list[str], **kw: float) -> Refiner:
+    """A refiner with the template warp off unless asked for (the tests of the other parts)."""
+    kw.setdefault("template_warp", 0.0)
     return Refiner(surrogates, "happy", RefineConfig(**kw), zoo_ensembles(256, "cpu"))  # type: ignore[arg-type]
+
+
+def test_the_template_warp_is_each_emotions_own_unless_set() -> None:
+    fr = zoo_ensembles(256, "cpu")
+    assert Refiner(["sface"], "happy", RefineConfig(), fr).template_warp == TEMPLATE_WARP["happy"]
+    assert Refiner(["sface"], "surprised", RefineConfig(), fr).template_warp == 0.0
+    assert Refiner(["sface"], "happy", RefineConfig(template_warp=0.5), fr).template_warp == 0.5
+    assert STRENGTHS["natural"][0].template_warp == STRENGTHS["strong"][0].template_warp == 0.0
 
 
 # ----------------------------------------------------------------------------- geometry

@@ -53,7 +53,14 @@ from pareidolia.objectives.expression import ClassifierGuide
 from pareidolia.objectives.geometry import TEMPLATES, LandmarkExpressionLoss, inter_ocular
 from pareidolia.objectives.identity import EnsembleFactory
 
-__all__ = ["STRENGTHS", "RefineConfig", "Refiner", "eot_copies", "jpeg_straight_through"]
+__all__ = [
+    "STRENGTHS",
+    "TEMPLATE_WARP",
+    "RefineConfig",
+    "Refiner",
+    "eot_copies",
+    "jpeg_straight_through",
+]
 
 StepProgress = Callable[[int, int], None]
 
@@ -67,7 +74,8 @@ class RefineConfig:
     flow_grid: int = 10
     max_shift: float = 2.0  # the identity warp's bound, working-crop pixels (256 px crop)
     expression_shift: float = 0.0  # bound of the expression warp near the template's landmarks
-    template_warp: float = 0.0  # the emotion's landmark template, this many times, as a TPS warp
+    # the emotion's landmark template, this many times, as a TPS warp (None: TEMPLATE_WARP's)
+    template_warp: float | None = None
     lum_grid: int = 64
     lum_eps: float = 8.0 / 255.0  # the bound on smooth skin
     lum_texture: float = 1.0  # the bound grows up to (1 + this)× where the face is textured
@@ -90,7 +98,7 @@ class RefineConfig:
         bounds = (
             self.max_shift,
             self.expression_shift,
-            self.template_warp,
+            0.0 if self.template_warp is None else self.template_warp,
             self.lum_eps,
             self.lum_texture,
         )
@@ -112,6 +120,12 @@ class RefineConfig:
         return asdict(self)
 
 
+TEMPLATE_WARP: dict[str, float] = {"happy": 1.5, "surprised": 0.0}
+"""The template warp of each emotion when the config leaves it open [ours], chosen on the
+training faces (``benchmarks/tune_refine.py --set template_warp=K``): for *happy* 1.5 templates
+turn the judge's reading from 4 to 7 of 8 faces; for *surprised* the judge reads no surprise
+at any warp (brows and lids alone do not make it) while the face changes a lot, so none."""
+
 # --strength presets [ours]: (refinement, share of the MAP edit kept), chosen on the training
 # faces (benchmarks/tune_refine.py): "natural" keeps the face-oval PSNR near 30 dB and barely
 # moves held-out FR models; "balanced" (the default) moves them at about 26 dB with faint
@@ -120,9 +134,12 @@ class RefineConfig:
 # place, benchmarks/heldout.py's ``default-no-warp`` row) the face keeps its shape and 1.7 dB
 # more PSNR, but held-out dlib dodges 27 % of the faces instead of 64 %.
 STRENGTHS: dict[str, tuple[RefineConfig, float]] = {
-    "natural": (RefineConfig(steps=24, lr=0.03, max_shift=1.5), 0.25),
+    "natural": (RefineConfig(steps=24, lr=0.03, max_shift=1.5, template_warp=0.0), 0.25),
     "balanced": (RefineConfig(), 0.25),
-    "strong": (RefineConfig(lr=0.1, lum_eps=11.0 / 255.0, max_shift=3.0), 0.5),
+    "strong": (
+        RefineConfig(lr=0.1, lum_eps=11.0 / 255.0, max_shift=3.0, template_warp=0.0),
+        0.5,
+    ),
 }
 
 
@@ -252,6 +269,8 @@ class Refiner(nn.Module):
         self.device_ = torch.device(device)
         self.ensemble = fr(list(surrogates))
         self.geometry = LandmarkExpressionLoss(emotion, working_size, device)
+        warp = config.template_warp
+        self.template_warp = TEMPLATE_WARP.get(emotion, 0.0) if warp is None else warp
         self.classifier = ClassifierGuide(emotion, working_size, device)
         m = face_mask(working_size)
         self.register_buffer(
@@ -282,7 +301,7 @@ class Refiner(nn.Module):
 
     def template_morph(self, start: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """``start`` (B, 3, S, S) warped by a thin-plate spline that moves each face's
-        landmarks ``points`` (B, 68, 2, landmark-chip pixels) by ``template_warp`` times the
+        landmarks ``points`` (B, 68, 2, landmark-chip pixels) by :attr:`template_warp` times the
         emotion's template (in the face's inter-ocular distances), zero at the paste seam.
         On a turned face each half's moves shrink with that half's width (outer eye corner to
         the nose bridge) against the other's, so the far half is not pulled as far as the
@@ -302,7 +321,7 @@ class Refiner(nn.Module):
                 continue
             share = (halves / halves.max())[(p[idx, 0] > bridge).astype(int)]
             dst = p.copy()
-            dst[idx] += self.config.template_warp * iod[i] * want * share[:, None]
+            dst[idx] += self.template_warp * iod[i] * want * share[:, None]
             out.append(tps_morph(start[i : i + 1], p, dst, fade, self.grid))
         return torch.cat(out)
 
@@ -468,7 +487,7 @@ class Refiner(nn.Module):
         x0 = originals.to(dev, torch.float32)
         inside = None if inside is None else inside.to(dev, torch.float32)
         start = starts.to(dev, torch.float32)
-        if c.template_warp > 0:  # the template's geometry first; the optimisation works on it
+        if self.template_warp > 0:  # the template's geometry first; the optimisation works on it
             with torch.no_grad():
                 start = self.template_morph(start, self.geometry.points_net.landmarks(x0))
         if c.steps == 0:
