@@ -120,6 +120,8 @@ class RefineConfig:
         return asdict(self)
 
 
+TPS_STEP = 4  # the template warp's spline is fitted on 4 × 4 px blocks (faces.tps.tps_morph)
+
 TEMPLATE_WARP: dict[str, float] = {"happy": 1.5, "surprised": 0.0}
 """The template warp of each emotion when the config leaves it open [ours], chosen on the
 training faces (``benchmarks/tune_refine.py --set template_warp=K``): for *happy* 1.5 templates
@@ -322,7 +324,7 @@ class Refiner(nn.Module):
             share = (halves / halves.max())[(p[idx, 0] > bridge).astype(int)]
             dst = p.copy()
             dst[idx] += self.template_warp * iod[i] * want * share[:, None]
-            out.append(tps_morph(start[i : i + 1], p, dst, fade, self.grid))
+            out.append(tps_morph(start[i : i + 1], p, dst, fade, self.grid, step=TPS_STEP))
         return torch.cat(out)
 
     def expression_bound(self, points: torch.Tensor) -> torch.Tensor:
