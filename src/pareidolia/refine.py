@@ -3,7 +3,10 @@ field, optimised per face against the surrogate FR models with expectation over 
 
 The MAP protector edits every face in one pass; on faces it never saw, that pass moves FR models
 outside its training ensemble on a minority of faces (README, "Results"). The refinement starts
-from the protector's output and optimises two
+from the protector's output, first warped by the **template warp** (``template_warp``; by default
+1.5 times the *happy* template, none for *surprised*, :data:`TEMPLATE_WARP`): a thin-plate
+spline that moves the original's landmarks by the emotion's template, so the face takes the
+expression by its geometry (:meth:`Refiner.template_morph`). It then optimises two
 small edits of it, per face, for a fixed number of steps (the photo pipeline restores the MAP
 edit's chroma first, :func:`pareidolia.protect.edit_crops`):
 
