@@ -1,10 +1,12 @@
 """Seconds per face of ``pareidolia protect`` on held-out photos, models already loaded [ours].
 
-    OMP_NUM_THREADS=2 python benchmarks/speed.py --out docs/bench/speed.json [--modes refine,fast]
+    OMP_NUM_THREADS=2 python benchmarks/speed.py --out docs/bench/speed.json \
+        [--modes refine,fast,refine-no-template-warp]
 
 Each mode protects every held-out photo of ``benchmarks/heldout.py`` (the astronaut, t1.jpg's
 six faces, obama ×3, biden: 11 faces) with the options the CLI builds for it (no flags, and
-``--fast``), end to end as ``pareidolia protect`` does: detection and landmarks, the edit, the
+``--fast``; ``refine-no-template-warp``: the default with its template warp off, to see the
+warp's cost on the same machine), end to end as ``pareidolia protect`` does: detection and landmarks, the edit, the
 paste-back, the report's FR scores and the simulated-upload re-check; only reading and writing
 the file are left out. The models are loaded, and every code path warmed up, on a first photo
 that is not timed. Prints and writes, per mode: each photo's seconds and faces, and the mean
@@ -15,6 +17,7 @@ sharing the cores slow it several times.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -31,12 +34,16 @@ from pareidolia.default_protectors import default_protector
 from pareidolia.io import read_photo
 from pareidolia.protect import protect_photo
 
-MODES = {"refine": [], "fast": ["--fast"]}
+MODES = {"refine": [], "fast": ["--fast"], "refine-no-template-warp": []}
 
 
 def time_mode(mode: str, photos: list[Path]) -> dict[str, Any]:
     args = build_parser().parse_args(["protect", "photo.jpg", *MODES[mode]])
-    options = cli_options(args)
+    options = cli_options(args, torch.device("cpu"))
+    if mode == "refine-no-template-warp":  # the default without its template warp
+        options = dataclasses.replace(
+            options, refine=dataclasses.replace(options.refine, template_warp=0.0)
+        )
     protector = default_protector()
     warm = read_photo(ROOT / "src/pareidolia/data/astronaut.jpg")
     protect_photo(warm, protector, options)  # loads every model; not timed
