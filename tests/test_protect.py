@@ -1199,6 +1199,20 @@ def test_default_mode_refines_every_face_in_one_batch_and_reports_colour(
 def test_mode_flags_are_checked(astronaut_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = _run(["protect", str(astronaut_path), "--fast", "--steps", "3"], capsys)
     assert rc == 2 and "--fast" in err and len(err.strip().splitlines()) == 1
+    for flags, word in (
+        (["--fast", "--time-limit", "2"], "--fast"),
+        (["--time-limit", "0"], "over 0"),
+    ):
+        rc, _, err = _run(["protect", str(astronaut_path), *flags], capsys)
+        assert rc == 2 and word in err and len(err.strip().splitlines()) == 1
+    from pareidolia.cli import build_parser
+    from pareidolia.commands.protect import _options
+    from pareidolia.refine import STRENGTHS
+
+    argv = ["protect", str(astronaut_path), "--strength", "strong", "--time-limit", "2"]
+    options = _options(build_parser().parse_args(argv), torch.device("cpu"))
+    assert options.refine.max_seconds == 2.0  # the limit on top of the preset's own steps
+    assert options.refine.steps == STRENGTHS["strong"][0].steps
     with pytest.raises(UserError):
         ProtectOptions(map_strength=1.5)
     with pytest.raises(UserError):

@@ -200,6 +200,44 @@ def test_no_steps_returns_the_start_unchanged_or_only_template_warped(crop: torc
     assert torch.equal(warped, r.template_morph(tinted, points))
 
 
+def test_the_time_limit_stops_after_the_step_that_passes_it(
+    crop: torch.Tensor, target: torch.Tensor
+) -> None:
+    """A limit that the first step already passes keeps that step's result (as one step would
+    give) and reports the refinement done; without a limit all the steps run."""
+    t = _refiner(["sface"]).embed(target)
+    one = _refiner(["sface"], steps=1, copies=1, lr=0.05)(crop, crop, t, [256])
+    calls: list[tuple[int, int]] = []
+    limited = _refiner(["sface"], steps=6, copies=1, lr=0.05, max_seconds=1e-9)
+    out = limited(crop, crop, t, [256], lambda k, n: calls.append((k, n)))
+    assert torch.equal(out, one)
+    assert calls == [(6, 6)]
+    calls.clear()
+    _refiner(["sface"], steps=3, copies=1, lr=0.05)(
+        crop, crop, t, [256], lambda k, n: calls.append((k, n))
+    )
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_the_time_limit_is_per_face(
+    crop: torch.Tensor, target: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of n faces gets n times the limit: with a clock that advances one second per
+    reading, a limit of 1.5 s stops one face after its second step (2 s > 1.5 s) and two
+    faces after their fourth (4 s > 3 s)."""
+    import pareidolia.refine as refine_module
+
+    clock = iter(range(1000))
+    monkeypatch.setattr(refine_module.time, "perf_counter", lambda: float(next(clock)))
+    t = _refiner(["sface"]).embed(target)
+    for faces, steps in ((1, 2), (2, 4)):
+        calls: list[int] = []
+        r = _refiner(["sface"], steps=8, copies=1, lr=0.05, max_seconds=1.5)
+        x = crop.expand(faces, -1, -1, -1)
+        r(x, x, t, [256] * faces, lambda k, n, seen=calls: seen.append(k))
+        assert calls == [*range(1, steps), 8]
+
+
 def test_refinement_moves_the_held_out_model(crop: torch.Tensor, target: torch.Tensor) -> None:
     """Optimised against sface, faceres and mobileface only: dlib (held out) moves toward the
     target and away from the original; the strong preset takes the astronaut past dlib's
@@ -352,5 +390,7 @@ def test_bad_config_is_one_clear_error() -> None:
 
     with pytest.raises(UserError, match="copies"):
         RefineConfig(copies=0)
+    with pytest.raises(UserError, match="time limit"):
+        RefineConfig(max_seconds=0.0)
     with pytest.raises(UserError, match="expression_shift"):
         RefineConfig(expression_shift=-1.0)

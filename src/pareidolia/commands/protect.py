@@ -76,7 +76,14 @@ def add_protect_parser(sub: Any) -> None:
         "--steps",
         type=int,
         metavar="N",
-        help="refinement steps per face (default 30; 0: the MAP edit at the preset's strength alone)",
+        help="refinement steps per face (default 15; 0: the MAP edit at the preset's strength alone)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="S",
+        help="stop each face's refinement after about S seconds, keeping what it reached "
+        "(a batch of n faces: after n·S); default: all its steps",
     )
     p.add_argument(
         "--no-chroma-restore",
@@ -134,11 +141,17 @@ def _options(args: argparse.Namespace, device: torch.device) -> ProtectOptions:
         adapt = DEFAULT_TARGET_ADAPT if args.target and args.fast else 0
     if args.steps is not None and args.steps < 0:
         raise UserError(f"--steps must be 0 or more, got {args.steps}")
-    if args.fast and (args.steps is not None or args.strength):
-        raise UserError("--fast is the one-pass MAP edit; it takes neither --steps nor --strength")
+    if args.fast and (args.steps is not None or args.strength or args.time_limit is not None):
+        raise UserError(
+            "--fast is the one-pass MAP edit; it takes neither --steps, --strength nor --time-limit"
+        )
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise UserError(f"--time-limit must be over 0 seconds, got {args.time_limit}")
     refine, map_strength = STRENGTHS[args.strength or "balanced"]
     if args.steps is not None:
         refine = replace(refine, steps=args.steps)
+    if args.time_limit is not None:
+        refine = replace(refine, max_seconds=args.time_limit)
     options = ProtectOptions(
         mode="fast" if args.fast else "refine",
         refine=refine,
