@@ -81,10 +81,6 @@ class RefineConfig:
     expression_shift: float = 0.0  # bound of the expression warp near the template's landmarks
     # the emotion's landmark template, this many times, as a TPS warp (None: TEMPLATE_WARP's)
     template_warp: float | None = None
-    # *happy*'s template warp: the lower lids rise this many inter-ocular distances and the
-    # upper lids drop a third of it (smiling eyes), before the template_warp multiplier
-    # (None: the landmark template's own lids, 0.015 and 0)
-    lid_lift: float | None = None
     lum_grid: int = 64
     lum_eps: float = 8.0 / 255.0  # the bound on smooth skin
     lum_texture: float = 1.0  # the bound grows up to (1 + this)× where the face is textured
@@ -323,12 +319,7 @@ class Refiner(nn.Module):
         near one; a face in profile (one half under 35 % of the other) is left as it is."""
         crop_pts = self.crop_points(points).double().cpu()
         iod = inter_ocular(crop_pts).numpy()
-        template = dict(TEMPLATES[self.geometry.emotion])
-        if self.config.lid_lift is not None and self.geometry.emotion == "happy":
-            for j in (40, 41, 46, 47):
-                template[j] = (0.0, -self.config.lid_lift)
-            for j in (37, 38, 43, 44):
-                template[j] = (0.0, self.config.lid_lift / 3.0)
+        template = TEMPLATES[self.geometry.emotion]
         idx = sorted(template)
         want = np.array([template[i] for i in idx])
         fade = self.flow_mask[0, 0].double().cpu().numpy()
