@@ -145,6 +145,35 @@ def test_the_dtype_is_recorded_and_a_bad_one_is_a_message(
     assert result.message == "**Problem:** dtype 'half': not a dtype (float32, bfloat16, auto)"
 
 
+def test_the_strength_sets_the_edit_as_the_cli_does(
+    tmp_path: Path, protector: Protector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each strength gives the options ``pareidolia protect --strength NAME`` (``--fast``)
+    builds; an unknown one is a message."""
+    import pareidolia.protect as protect_module
+    from pareidolia.cli import build_parser
+    from pareidolia.commands.protect import _options
+
+    seen: list[Any] = []
+    real = protect_module.protect_files
+
+    def spy(paths: Any, protector: Protector, options: Any, *a: Any, **k: Any) -> Any:
+        seen.append(options)
+        return real(paths, protector, options, *a, **k)
+
+    monkeypatch.setattr(protect_module, "protect_files", spy)
+    upload = _upload(tmp_path, None, "notes.jpg", "these are not pixels")
+    for name in web.STRENGTH_CHOICES:
+        _run(tmp_path, [upload], protector, strength=name)
+        flags = ["--fast"] if name == "fast" else ["--strength", name]
+        cli = _options(build_parser().parse_args(["protect", "x.jpg", *flags]), protector.device)
+        got = seen[-1]
+        assert (got.mode, got.refine, got.map_strength) == (cli.mode, cli.refine, cli.map_strength)
+    assert len({(o.mode, o.refine) for o in seen}) == len(web.STRENGTH_CHOICES)
+    result, _ = _run(tmp_path, [upload], protector, strength="maximum")
+    assert result.message.startswith("**Problem:** strength 'maximum': not one of natural")
+
+
 def test_not_an_image_gives_a_clear_message_and_cleans_up(
     tmp_path: Path, protector: Protector
 ) -> None:
@@ -370,9 +399,12 @@ def test_page_is_built_with_the_offered_emotions(
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     app = web.build_app(lambda _e: protector, emotions=["happy", "surprised"])
     components = {c.get("props", {}).get("elem_id"): c for c in app.config["components"]}
-    for elem in ("photos", "emotion", "target", "adapt", "protect", "status", "report"):
+    for elem in ("photos", "emotion", "target", "adapt", "strength", "protect", "status", "report"):
         assert elem in components
     assert [c[0] for c in components["emotion"]["props"]["choices"]] == ["happy", "surprised"]
+    strength = components["strength"]["props"]
+    assert [c[1] for c in strength["choices"]] == list(web.STRENGTH_CHOICES)
+    assert strength["value"] == web.DEFAULT_STRENGTH == "balanced"
     assert components["report"]["props"]["headers"] == COLUMNS
     assert app.delete_cache is None  # sweep_cache deletes everything (it keeps queued uploads)
 

@@ -1,6 +1,7 @@
 """``pareidolia web``: a local web page to protect photos, built with Gradio.
 
-The page lets a user drop photos, pick the expression of a shipped protector, optionally give a
+The page lets a user drop photos, pick the expression of a shipped protector and the strength
+(``pareidolia protect --strength`` natural / balanced / strong, or ``--fast``), optionally give a
 target face (the protector is then adapted toward it for a chosen number of steps), and shows
 for each photo the original beside the protected copy, download links, and the report table (per
 face and FR model: scores against the original face and the target, before → after, with the
@@ -56,7 +57,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -69,6 +70,7 @@ from pareidolia.stale import WEB_CACHE, WEB_WORK, pid_prefix, remove_stale
 
 if TYPE_CHECKING:
     from pareidolia.protector import Protector
+    from pareidolia.refine import RefineConfig
     from pareidolia.report import PhotoReport
 
 __all__ = [
@@ -76,11 +78,13 @@ __all__ = [
     "DEFAULT_ADAPT",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "DEFAULT_STRENGTH",
     "KEEP_SECONDS",
     "MAX_CACHE_BYTES",
     "MAX_FILES",
     "MAX_QUEUE",
     "MAX_UPLOAD_MB",
+    "STRENGTH_CHOICES",
     "OneWorker",
     "Pair",
     "WebResult",
@@ -104,6 +108,14 @@ MAX_FILES = 20
 DEFAULT_ADAPT = ADAPT_STEPS
 """Adaptation steps proposed when a target face is given (as ``pareidolia protect --target``)."""
 MAX_ADAPT = 200
+STRENGTH_CHOICES: dict[str, str] = {
+    "natural": "Natural: least visible, weakest",
+    "balanced": "Balanced (default)",
+    "strong": "Strong: most protection, a visible change",
+    "fast": "Fast: MAP's one pass alone, seconds a face, weakest",
+}
+"""The strengths offered, with their labels: ``pareidolia protect --strength`` and ``--fast``."""
+DEFAULT_STRENGTH = "balanced"
 PREVIEW_SIDE = 1600
 """Longest side of the side-by-side previews (PNG); the downloads are full resolution."""
 KEEP_SECONDS = 600
@@ -270,6 +282,7 @@ def protect_uploads(
     robustness: bool = True,
     workroot: Path | None = None,
     dtype: str = "float32",
+    strength: str = DEFAULT_STRENGTH,
 ) -> WebResult:
     """Protect uploaded photos; never raises for a problem a user can fix.
 
@@ -277,7 +290,9 @@ def protect_uploads(
     picks the protector from ``protector_factory`` (default: the shipped protectors);
     ``target``, when given, is a photo of the identity to be mistaken for, and the protector
     is adapted toward it for ``adapt`` steps (ignored without a target); the score network
-    computes in ``dtype`` (a :func:`~pareidolia.runtime.pick_dtype` name). The work happens in a
+    computes in ``dtype`` (a :func:`~pareidolia.runtime.pick_dtype` name); ``strength`` is one
+    of :data:`STRENGTH_CHOICES` (``pareidolia protect --strength``, or ``fast`` for
+    ``--fast``). The work happens in a
     fresh temporary folder under ``workroot`` (default: the system's), deleted before this
     returns: everything the result refers to went through ``publish`` first.
     """
@@ -296,6 +311,7 @@ def protect_uploads(
         adapt=adapt,
         robustness=robustness,
         dtype=dtype,
+        strength=strength,
     )
     scrub = [*{u.parent for u in uploads}, *([Path(target).parent] if target else [])]
     with tempfile.TemporaryDirectory(prefix=pid_prefix(WEB_WORK), dir=workroot) as tmp:
@@ -332,8 +348,8 @@ def protect_uploads(
 class _Request:
     """One request's photos and settings: the uploads (server paths) with the user's file
     names, the expression of the protector, the target photo (None: no adaptation) with its
-    adaptation steps, whether the report includes the robustness check, and the score
-    network's compute dtype."""
+    adaptation steps, whether the report includes the robustness check, the score
+    network's compute dtype and the strength."""
 
     uploads: tuple[Path, ...]
     names: tuple[str, ...]
@@ -342,6 +358,7 @@ class _Request:
     adapt: int
     robustness: bool
     dtype: str
+    strength: str
 
 
 def _copy_uploads(request: _Request, work: Path) -> tuple[dict[int, Path], dict[int, str]]:
@@ -373,6 +390,18 @@ def _target(request: _Request) -> tuple[int, Any]:
     return steps, _load_target(request.target, _display_name(request.target))
 
 
+def _strength(name: str) -> tuple[Literal["refine", "fast"], RefineConfig, float]:
+    """(mode, refinement, MAP strength) of a :data:`STRENGTH_CHOICES` name, as the CLI's
+    ``--strength NAME`` (or ``--fast``) sets them."""
+    from pareidolia.refine import STRENGTHS
+
+    if name == "fast":
+        return "fast", *STRENGTHS[DEFAULT_STRENGTH]
+    if name not in STRENGTHS:
+        raise UserError(f"strength {name!r}: not one of {', '.join(STRENGTH_CHOICES)}")
+    return "refine", *STRENGTHS[name]
+
+
 def _protect(
     request: _Request,
     work: Path,
@@ -393,8 +422,12 @@ def _protect(
         protector_factory = default_protector
     names, target = request.names, request.target
     adapt_steps, target_crop = _target(request)
+    mode, refine, map_strength = _strength(request.strength)
     protector = protector_factory(request.emotion)
     options = ProtectOptions(
+        mode=mode,
+        refine=refine,
+        map_strength=map_strength,
         out_dir=work / "out",
         adapt_steps=adapt_steps,
         robustness=request.robustness,
@@ -562,6 +595,12 @@ def build_app(
                     visible=False,
                     elem_id="adapt",
                 )
+                strength = gr.Radio(
+                    choices=[(label, name) for name, label in STRENGTH_CHOICES.items()],
+                    value=DEFAULT_STRENGTH,
+                    label="Strength",
+                    elem_id="strength",
+                )
                 robust = gr.Checkbox(
                     value=True,
                     label="Also check after a simulated social-network upload (0.5×, JPEG 75)",
@@ -609,6 +648,7 @@ def build_app(
             emotion_value: str,
             target_value: str | None,
             adapt_value: float,
+            strength_value: str,
             robust_value: bool,
             progress: Any = gr.Progress(),  # noqa: B008 - Gradio's documented idiom
         ) -> tuple[Any, ...]:
@@ -626,6 +666,7 @@ def build_app(
                 protector_factory=protector_for,
                 robustness=bool(robust_value),
                 dtype=dtype,
+                strength=strength_value,
             )
             if not result.pairs:  # also as a pop-up: nothing to show below
                 gr.Warning(result.message.replace("**", ""))
@@ -649,7 +690,7 @@ def build_app(
         target.change(on_target, inputs=target, outputs=adapt)
         button.click(
             on_protect,
-            inputs=[photos, emotion, target, adapt, robust],
+            inputs=[photos, emotion, target, adapt, strength, robust],
             outputs=[status, slider, gallery, downloads, table],
             concurrency_limit=1,
             show_progress="full",  # with the queue: "queue: 2/5" while waiting, then progress
