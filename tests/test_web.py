@@ -337,7 +337,7 @@ def test_every_request_is_protected_on_one_thread_with_the_callers_context(
 
     def one_request(name: str) -> int:
         request.set(name)
-        on_protect(None, "happy", None, 0, True)
+        on_protect(None, "happy", None, 0, "balanced", True)
         return threading.get_ident()
 
     for name in ("first", "second", "third"):  # a fresh caller thread for each

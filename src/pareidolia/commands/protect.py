@@ -64,7 +64,7 @@ def add_protect_parser(sub: Any) -> None:
     p.add_argument(
         "--fast",
         action="store_true",
-        help="the MAP protector's one pass alone (about 1 s per face; weaker protection)",
+        help="the MAP protector's one pass alone (1-2 s per face on 2 cores; weaker protection)",
     )
     p.add_argument(
         "--strength",
