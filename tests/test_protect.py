@@ -169,9 +169,12 @@ def test_json_report_schema(astronaut_run: dict[str, Any]) -> None:
         "ssim",
         "colour_shift",
         "seconds",
+        "refinement_steps",
         "redetected",
         "robustness",
     }
+    steps = RefineConfig().steps  # the default refines every face all its steps
+    assert face["refinement_steps"] == {"done": steps, "planned": steps}
     assert [m["model"] for m in face["models"]] == FR
     for m in face["models"]:
         assert set(m) == {
@@ -1217,6 +1220,24 @@ def test_mode_flags_are_checked(astronaut_path: Path, capsys: pytest.CaptureFixt
         ProtectOptions(map_strength=1.5)
     with pytest.raises(UserError):
         ProtectOptions(mode="slow")  # type: ignore[arg-type]
+
+
+def test_the_time_limit_is_reported_where_it_stopped_a_face(
+    astronaut_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A limit the first step passes leaves the face refined by one step, and the text and
+    JSON reports say so; ``--fast`` records no refinement."""
+    src = tmp_path / "a.jpg"
+    shutil.copy(astronaut_path, src)
+    argv = ["protect", str(src), "--steps", "3", "--time-limit", "1e-6", "--no-robustness"]
+    rc, out, _ = _run([*argv, "-o", str(tmp_path / "text")], capsys)
+    assert rc == 0 and "(time limit: 1 of 3 refinement steps)" in out
+    rc, out, _ = _run([*argv, "-o", str(tmp_path / "json"), "--json"], capsys)
+    face = json.loads(out)["photos"][0]["faces"][0]
+    assert rc == 0 and face["refinement_steps"] == {"done": 1, "planned": 3}
+    fast = ["protect", str(src), "--fast", "--no-robustness", "--json"]
+    rc, out, _ = _run([*fast, "-o", str(tmp_path / "fast")], capsys)
+    assert rc == 0 and json.loads(out)["photos"][0]["faces"][0]["refinement_steps"] is None
 
 
 def test_guided_generation_changes_the_protectors_pass(

@@ -506,10 +506,13 @@ class _Open:
     out: np.ndarray
     busy: float  # seconds spent on this photo alone (locating, adapting)
     seconds: list[float] = field(default_factory=list)  # per face: its share of its batch
+    # per face: refinement steps (done, planned), None without refinement
+    steps: list[tuple[int, int] | None] = field(default_factory=list)
     left: int = 0  # faces not edited yet
 
     def __post_init__(self) -> None:
         self.seconds = [0.0] * len(self.keep)
+        self.steps = [None] * len(self.keep)
         self.left = len(self.keep)
 
 
@@ -590,9 +593,14 @@ def _measured(
         written = _as_written(opened.out, out_format, options.quality)
         rank = {id(f): i for i, f in enumerate(opened.found)}
         edited = [
-            EditedFace(rank[id(face)], face, alignment, crop, secs)
-            for face, alignment, crop, secs in zip(
-                opened.keep, opened.alignments, opened.crops, opened.seconds, strict=True
+            EditedFace(rank[id(face)], face, alignment, crop, secs, steps)
+            for face, alignment, crop, secs, steps in zip(
+                opened.keep,
+                opened.alignments,
+                opened.crops,
+                opened.seconds,
+                opened.steps,
+                strict=True,
             )
         ]
         report.faces = measure_faces(
@@ -661,8 +669,10 @@ class _Window:
         first, i = items[0]
         options = _for_small_faces(self.options) if first.small[i] else self.options
         before, total, size = self.done, self._total(), len(items)
+        reached: list[tuple[int, int]] = []  # the last (step, steps) the refinement reported
 
         def step(k: int, steps: int) -> None:
+            reached[:] = [(k, steps)]
             if self.progress is not None:
                 self.progress("refine", before * steps + k * size, total * steps)
 
@@ -682,6 +692,7 @@ class _Window:
         share = (time.perf_counter() - start) / size
         for p, j in items:
             p.seconds[j] = share
+            p.steps[j] = reached[0] if reached else None
         self.done += size
         self._say()
         self._release()

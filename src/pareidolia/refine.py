@@ -552,11 +552,9 @@ class Refiner(nn.Module):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if limit is not None and time.perf_counter() - began > limit:
-                if progress is not None:  # the time limit ends the refinement: all done
-                    progress(c.steps, c.steps)
-                break
             if progress is not None:
                 progress(step + 1, c.steps)
+            if limit is not None and time.perf_counter() - began > limit:
+                break
         with torch.no_grad():
             return self.edit(start, theta_flow, theta_lum, expression, lum_bound).cpu()

@@ -153,6 +153,14 @@ class FaceReport:
     seconds: float  # time to protect the face (adaptation excluded)
     redetected: bool | None = None  # face found again after the upload; None: not checked
     robustness: list[RobustnessCheck] | None = None
+    # (refinement steps done, steps planned); fewer done when --time-limit stopped it; None:
+    # no refinement (--fast)
+    steps: tuple[int, int] | None = None
+
+    @property
+    def time_limited(self) -> bool:
+        """Whether the time limit stopped the face's refinement before its last step."""
+        return self.steps is not None and self.steps[0] < self.steps[1]
 
     @property
     def top_expression_before(self) -> str:
@@ -191,6 +199,9 @@ class FaceReport:
                 "p95": _num(self.colour_shift[1], 3),
             },
             "seconds": _num(self.seconds, 3),
+            "refinement_steps": None
+            if self.steps is None
+            else {"done": self.steps[0], "planned": self.steps[1]},
             "redetected": self.redetected,
             "robustness": None
             if self.robustness is None
@@ -266,6 +277,7 @@ class EditedFace:
     alignment: Alignment  # the face's working crop in the photo
     crop: np.ndarray  # the original's working crop, uint8 (S, S, 3)
     seconds: float  # time spent editing this face
+    steps: tuple[int, int] | None = None  # refinement steps (done, planned); None: none
 
 
 def _expression(judge: ChipModel, crop: np.ndarray) -> dict[str, float]:
@@ -327,6 +339,7 @@ def measure_faces(
                 seconds=f.seconds,
                 redetected=again,
                 robustness=checks,
+                steps=f.steps,
             )
         )
     return reports
@@ -458,7 +471,12 @@ def _face_lines(face: FaceReport) -> list[str]:
         f"expression {_expression_change(face)}  "
         f"PSNR {_psnr_text(face)} dB  SSIM {_num(face.ssim):.3f}  "
         f"ΔE00 {mean:.2f} (p95 {p95:.1f})  "
-        f"{_num(face.seconds, 3):.1f} s",
+        f"{_num(face.seconds, 3):.1f} s"
+        + (
+            f"  (time limit: {face.steps[0]} of {face.steps[1]} refinement steps)"
+            if face.steps is not None and face.time_limited
+            else ""
+        ),
         f"    {'model':<11} {'vs original':<21} {'vs target before → after':<36} after upload",
     ]
     for m in face.models:
