@@ -312,6 +312,27 @@ def test_requests_are_queued_one_at_a_time_with_their_place_shown(
     assert web.duration_text(600) == "10 minutes" and web.duration_text(90) == "1.5 minutes"
 
 
+def test_the_pages_strength_reaches_the_protection(
+    protector: Protector, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The page's handler passes the chosen strength on; a call that leaves it out (the API
+    before the choice existed: it is the last input) gets the default."""
+    pytest.importorskip("gradio")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    seen: list[str] = []
+
+    def fake_protect(*_args: Any, **kwargs: Any) -> WebResult:
+        seen.append(kwargs["strength"])
+        return WebResult([], [], [], "nothing")
+
+    monkeypatch.setattr(web, "protect_uploads", fake_protect)
+    app = web.build_app(lambda _e: protector, emotions=["happy"])
+    (on_protect,) = [fn.fn for fn in app.fns.values() if fn.name == "on_protect"]
+    on_protect(None, "happy", None, 0, True, "strong")
+    on_protect(None, "happy", None, 0, True)
+    assert seen == ["strong", web.DEFAULT_STRENGTH]
+
+
 def test_every_request_is_protected_on_one_thread_with_the_callers_context(
     protector: Protector, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -337,7 +358,7 @@ def test_every_request_is_protected_on_one_thread_with_the_callers_context(
 
     def one_request(name: str) -> int:
         request.set(name)
-        on_protect(None, "happy", None, 0, "balanced", True)
+        on_protect(None, "happy", None, 0, True)
         return threading.get_ident()
 
     for name in ("first", "second", "third"):  # a fresh caller thread for each

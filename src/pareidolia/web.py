@@ -648,8 +648,8 @@ def build_app(
             emotion_value: str,
             target_value: str | None,
             adapt_value: float,
-            strength_value: str,
             robust_value: bool,
+            strength_value: str = DEFAULT_STRENGTH,  # last: older API calls leave it out
             progress: Any = gr.Progress(),  # noqa: B008 - Gradio's documented idiom
         ) -> tuple[Any, ...]:
             def report(fraction: float, what: str) -> None:
@@ -690,7 +690,7 @@ def build_app(
         target.change(on_target, inputs=target, outputs=adapt)
         button.click(
             on_protect,
-            inputs=[photos, emotion, target, adapt, strength, robust],
+            inputs=[photos, emotion, target, adapt, robust, strength],
             outputs=[status, slider, gallery, downloads, table],
             concurrency_limit=1,
             show_progress="full",  # with the queue: "queue: 2/5" while waiting, then progress
