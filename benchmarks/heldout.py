@@ -86,6 +86,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "fast": {"mode": "fast"},
     "fast-no-chroma": {"mode": "fast", "chroma": False},
     "default": {},  # the balanced preset
+    "warp2": {"refine": {"template_warp": 2.0}},  # the default with a larger smile
     "natural": {"strength": "natural"},
     "strong": {"strength": "strong"},
     # no identity warp: the expression warp (2 px near the template's landmarks, answering to
