@@ -71,7 +71,7 @@ from pareidolia.io import (
 from pareidolia.locate import locate_faces
 from pareidolia.objectives.identity import zoo_ensembles
 from pareidolia.protector import Protector, adapt_protector, apply_protector, to_crop
-from pareidolia.refine import RefineConfig, Refiner
+from pareidolia.refine import STRENGTHS, RefineConfig, Refiner
 from pareidolia.report import EditedFace, PhotoReport, SkippedFace, measure_faces
 from pareidolia.runtime import WORKING_SIZE, dtype_name
 from pareidolia.zoo import registry
@@ -87,6 +87,7 @@ __all__ = [
     "edit_in_batches",
     "expand_inputs",
     "format_change",
+    "preset",
     "protect_files",
     "protect_photo",
     "retarget",
@@ -103,6 +104,17 @@ Progress = Callable[[str, int, int], None]
 when a photo's faces join, then after each batch; a finished photo's faces leave both counts),
 ``adapt`` (0 of 1 when adapting starts, 1 of 1 when done), ``refine`` (face-steps of the open
 photos' refinement)."""
+
+
+def preset(name: str) -> tuple[Literal["refine", "fast"], RefineConfig, float]:
+    """(mode, refinement, MAP strength) of a strength: a :data:`~pareidolia.refine.STRENGTHS`
+    preset (``--strength``), or ``fast`` (``--fast``: the MAP protector's one pass; the
+    refinement is the balanced preset's, unused)."""
+    if name == "fast":
+        return "fast", *STRENGTHS["balanced"]
+    if name not in STRENGTHS:
+        raise UserError(f"strength {name!r}: not one of {', '.join([*STRENGTHS, 'fast'])}")
+    return "refine", *STRENGTHS[name]
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -70,7 +70,6 @@ from pareidolia.stale import WEB_CACHE, WEB_WORK, pid_prefix, remove_stale
 
 if TYPE_CHECKING:
     from pareidolia.protector import Protector
-    from pareidolia.refine import RefineConfig
     from pareidolia.report import PhotoReport
 
 __all__ = [
@@ -390,18 +389,6 @@ def _target(request: _Request) -> tuple[int, Any]:
     return steps, _load_target(request.target, _display_name(request.target))
 
 
-def _strength(name: str) -> tuple[Literal["refine", "fast"], RefineConfig, float]:
-    """(mode, refinement, MAP strength) of a :data:`STRENGTH_CHOICES` name, as the CLI's
-    ``--strength NAME`` (or ``--fast``) sets them."""
-    from pareidolia.refine import STRENGTHS
-
-    if name == "fast":
-        return "fast", *STRENGTHS[DEFAULT_STRENGTH]
-    if name not in STRENGTHS:
-        raise UserError(f"strength {name!r}: not one of {', '.join(STRENGTH_CHOICES)}")
-    return "refine", *STRENGTHS[name]
-
-
 def _protect(
     request: _Request,
     work: Path,
@@ -412,7 +399,7 @@ def _protect(
 ) -> WebResult:
     """The body of :func:`protect_uploads` inside its request folder ``work``."""
     from pareidolia.io import read_photo
-    from pareidolia.protect import ProtectOptions, protect_files
+    from pareidolia.protect import ProtectOptions, preset, protect_files
     from pareidolia.report import PhotoReport, markdown_summary, reports_json, table_rows
     from pareidolia.runtime import pick_dtype
 
@@ -422,7 +409,7 @@ def _protect(
         protector_factory = default_protector
     names, target = request.names, request.target
     adapt_steps, target_crop = _target(request)
-    mode, refine, map_strength = _strength(request.strength)
+    mode, refine, map_strength = preset(request.strength)
     protector = protector_factory(request.emotion)
     options = ProtectOptions(
         mode=mode,

@@ -131,8 +131,7 @@ def _batch(value: str) -> int | Literal["auto"]:
 
 def _options(args: argparse.Namespace, device: torch.device) -> ProtectOptions:
     from pareidolia.faces.detect import MIN_FACE_PX
-    from pareidolia.protect import ProtectOptions
-    from pareidolia.refine import STRENGTHS
+    from pareidolia.protect import ProtectOptions, preset
 
     if args.protector and args.emotion:
         raise UserError("use either --protector or --emotion, not both")
@@ -145,15 +144,13 @@ def _options(args: argparse.Namespace, device: torch.device) -> ProtectOptions:
         raise UserError(
             "--fast is the one-pass MAP edit; it takes neither --steps, --strength nor --time-limit"
         )
-    if args.time_limit is not None and not args.time_limit > 0:
-        raise UserError(f"--time-limit must be over 0 seconds, got {args.time_limit}")
-    refine, map_strength = STRENGTHS[args.strength or "balanced"]
+    mode, refine, map_strength = preset("fast" if args.fast else args.strength or "balanced")
     if args.steps is not None:
         refine = replace(refine, steps=args.steps)
     if args.time_limit is not None:
-        refine = replace(refine, max_seconds=args.time_limit)
+        refine = replace(refine, max_seconds=args.time_limit)  # checked by RefineConfig
     options = ProtectOptions(
-        mode="fast" if args.fast else "refine",
+        mode=mode,
         refine=refine,
         map_strength=map_strength,
         chroma=not args.no_chroma_restore,
