@@ -87,6 +87,8 @@ ROWS: dict[str, dict[str, Any]] = {
     "fast-no-chroma": {"mode": "fast", "chroma": False},
     "default": {},  # the balanced preset
     "warp2": {"refine": {"template_warp": 2.0}},  # the default with a larger smile
+    # the default with less of the template warp on faces that already smile (smile_full)
+    "smile-full": {"refine": {"smile_full": 0.2}},
     "natural": {"strength": "natural"},
     "strong": {"strength": "strong"},
     # no identity warp: the expression warp (2 px near the template's landmarks, answering to

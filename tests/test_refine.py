@@ -14,6 +14,7 @@ from pareidolia.objectives.geometry import (
     TEMPLATES,
     displacements,
     inter_ocular,
+    smile_lift,
     template_error,
 )
 from pareidolia.objectives.identity import zoo_ensembles
@@ -314,6 +315,43 @@ def test_the_template_warp_moves_the_face_as_the_template_says(
     assert torch.equal(r.template_morph(crop, pts(crop)), out)  # deterministic
 
 
+def test_the_smile_lift_is_the_corners_height_over_the_lips_middle_in_iod() -> None:
+    torch.manual_seed(0)
+    p = torch.rand(1, 68, 2) * 100
+    p[0, 36:42] = torch.tensor([30.0, 40.0])  # eye centres 40 px apart
+    p[0, 42:48] = torch.tensor([70.0, 40.0])
+    p[0, [51, 57, 62, 66], 1] = 90.0
+    p[0, [48, 54], 1] = 86.0  # corners 4 px above the lips' middle: a smile
+    assert float(smile_lift(p)) == pytest.approx(0.1)
+    p[0, [48, 54], 1] = 92.0  # drooping corners
+    assert float(smile_lift(p)) == pytest.approx(-0.05)
+    assert float(smile_lift(3 * p)) == pytest.approx(-0.05)  # scale-free
+
+
+def test_a_face_that_already_smiles_gets_less_of_the_template_warp(crop: torch.Tensor) -> None:
+    """With ``smile_full`` the warp shrinks with the smile the face has: the astronaut (who
+    smiles) moves less than with the full warp, not at all once her smile reaches it, and a
+    *surprised* warp is never scaled."""
+    fr = zoo_ensembles(256, "cpu")
+    full = Refiner(["sface"], "happy", RefineConfig(template_warp=1.5), fr)
+    pts = full.geometry.points_net.landmarks(crop)
+    lift = float(smile_lift(full.crop_points(pts)))
+    assert lift > 0.03  # she smiles
+    plain = full.template_morph(crop, pts)
+    half = Refiner(["sface"], "happy", RefineConfig(template_warp=1.5, smile_full=2 * lift), fr)
+    assert float(half.warp_scale(half.crop_points(pts))) == pytest.approx(0.5, abs=1e-6)
+    scaled = half.template_morph(crop, pts)
+    change, change_full = (scaled - crop).abs().mean(), (plain - crop).abs().mean()
+    assert 0.2 * change_full < change < 0.8 * change_full
+    none = Refiner(["sface"], "happy", RefineConfig(template_warp=1.5, smile_full=lift / 2), fr)
+    assert float(none.warp_scale(none.crop_points(pts))) == 0.0
+    assert (none.template_morph(crop, pts) - crop).abs().max() < 2e-3
+    surprised = Refiner(
+        ["sface"], "surprised", RefineConfig(template_warp=1.5, smile_full=lift), fr
+    )
+    assert float(surprised.warp_scale(surprised.crop_points(pts))) == 1.0
+
+
 def test_the_identity_terms_cannot_spend_the_expression_warp(
     crop: torch.Tensor, target: torch.Tensor
 ) -> None:
@@ -394,3 +432,5 @@ def test_bad_config_is_one_clear_error() -> None:
         RefineConfig(max_seconds=0.0)
     with pytest.raises(UserError, match="expression_shift"):
         RefineConfig(expression_shift=-1.0)
+    with pytest.raises(UserError, match="smile_full"):
+        RefineConfig(smile_full=-0.1)

@@ -53,7 +53,12 @@ from pareidolia.faces.blend import face_mask
 from pareidolia.faces.templates import CHIPS, chip_affine, working_template
 from pareidolia.faces.tps import tps_morph
 from pareidolia.objectives.expression import ClassifierGuide
-from pareidolia.objectives.geometry import TEMPLATES, LandmarkExpressionLoss, inter_ocular
+from pareidolia.objectives.geometry import (
+    TEMPLATES,
+    LandmarkExpressionLoss,
+    inter_ocular,
+    smile_lift,
+)
 from pareidolia.objectives.identity import EnsembleFactory
 
 __all__ = [
@@ -81,6 +86,9 @@ class RefineConfig:
     expression_shift: float = 0.0  # bound of the expression warp near the template's landmarks
     # the emotion's landmark template, this many times, as a TPS warp (None: TEMPLATE_WARP's)
     template_warp: float | None = None
+    # [ours] happy's template warp shrinks linearly with the smile the face already has
+    # (objectives.geometry.smile_lift), to none at this lift in IOD (0: the full warp always)
+    smile_full: float = 0.0
     lum_grid: int = 64
     lum_eps: float = 8.0 / 255.0  # the bound on smooth skin
     lum_texture: float = 1.0  # the bound grows up to (1 + this)× where the face is textured
@@ -108,11 +116,12 @@ class RefineConfig:
             0.0 if self.template_warp is None else self.template_warp,
             self.lum_eps,
             self.lum_texture,
+            self.smile_full,
         )
         if self.lr <= 0 or min(bounds) < 0:
             problems.append(
                 "need lr > 0 and max_shift, expression_shift, template_warp, lum_eps, "
-                "lum_texture >= 0"
+                "lum_texture, smile_full >= 0"
             )
         if self.flow_grid < 2 or self.lum_grid < 2:
             problems.append("flow_grid and lum_grid must be at least 2")
@@ -316,9 +325,12 @@ class Refiner(nn.Module):
         emotion's template (in the face's inter-ocular distances), zero at the paste seam.
         On a turned face each half's moves shrink with that half's width (outer eye corner to
         the nose bridge) against the other's, so the far half is not pulled as far as the
-        near one; a face in profile (one half under 35 % of the other) is left as it is."""
+        near one; a face in profile (one half under 35 % of the other) is left as it is. With
+        ``smile_full`` > 0, a *happy* face that already smiles gets less of the warp
+        (:meth:`warp_scale`)."""
         crop_pts = self.crop_points(points).double().cpu()
         iod = inter_ocular(crop_pts).numpy()
+        scale = self.warp_scale(crop_pts).numpy()
         template = TEMPLATES[self.geometry.emotion]
         idx = sorted(template)
         want = np.array([template[i] for i in idx])
@@ -332,9 +344,18 @@ class Refiner(nn.Module):
                 continue
             share = (halves / halves.max())[(p[idx, 0] > bridge).astype(int)]
             dst = p.copy()
-            dst[idx] += self.template_warp * iod[i] * want * share[:, None]
+            dst[idx] += self.template_warp * scale[i] * iod[i] * want * share[:, None]
             out.append(tps_morph(start[i : i + 1], p, dst, fade, self.grid, step=TPS_STEP))
         return torch.cat(out)
+
+    def warp_scale(self, points: torch.Tensor) -> torch.Tensor:
+        """The share (B,) of the template warp each face with landmarks ``points`` (B, 68, 2)
+        gets [ours]: 1, or for *happy* with ``smile_full`` > 0, 1 − smile / ``smile_full``
+        clipped to [0, 1], so a face that already smiles broadly is not pulled into a grin."""
+        full = self.config.smile_full
+        if full <= 0 or self.geometry.emotion != "happy":
+            return torch.ones(points.shape[0], dtype=points.dtype)
+        return (1.0 - smile_lift(points.cpu()) / full).clamp(0.0, 1.0)
 
     def expression_bound(self, points: torch.Tensor) -> torch.Tensor:
         """The expression warp's bound (B, 1, S, S) in crop pixels for faces with landmarks

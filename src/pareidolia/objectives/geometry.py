@@ -22,6 +22,7 @@ __all__ = [
     "LandmarkExpressionLoss",
     "displacements",
     "inter_ocular",
+    "smile_lift",
     "template_error",
 ]
 
@@ -75,6 +76,15 @@ def inter_ocular(points: torch.Tensor) -> torch.Tensor:
     right = points[:, _RIGHT_EYE].mean(1)
     left = points[:, _LEFT_EYE].mean(1)
     return (left - right).norm(dim=-1)
+
+
+def smile_lift(points: torch.Tensor) -> torch.Tensor:
+    """How far (B,) the mouth corners (48, 54) of landmarks (B, 68, 2) stand above the middle
+    of the lips (51, 57, 62, 66), in inter-ocular distances: about 0 for a closed neutral
+    mouth, 0.1 or more for a broad smile, negative when the corners droop."""
+    middle = points[:, [51, 57, 62, 66], 1].mean(1)
+    corners = points[:, [48, 54], 1].mean(1)
+    return (middle - corners) / inter_ocular(points).clamp_min(1e-6)
 
 
 def displacements(points_hat: torch.Tensor, points_orig: torch.Tensor) -> torch.Tensor:
