@@ -1127,7 +1127,7 @@ def test_ctrl_c_prints_the_report_of_the_photos_done(
     rc, out, err = _run(["protect", str(tmp_path), "--protector", str(protector_file)], capsys)
     assert rc == 130
     assert f"{tmp_path / 'a.jpg'} → {tmp_path / 'a_protected.jpg'}" in out
-    assert "b.jpg" not in out and "interrupted" in out
+    assert "b.jpg" not in out and "interrupted" in out and "--skip-done goes on" in out
     assert err.strip().splitlines()[-1] == "pareidolia: interrupted"
     rc, out, _ = _run(
         ["protect", str(tmp_path), "--protector", str(protector_file), "--json"], capsys
@@ -1135,6 +1135,53 @@ def test_ctrl_c_prints_the_report_of_the_photos_done(
     doc = json.loads(out)
     assert rc == 130 and doc["interrupted"] is True
     assert [p["path"] for p in doc["photos"]] == [str(tmp_path / "a.jpg")]
+
+
+def test_skip_done_goes_on_where_an_earlier_run_stopped(
+    astronaut_path: Path,
+    protector_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With --skip-done a photo whose output an earlier run wrote into the output folder is
+    left alone (not read, its output untouched) and reported as done; the others are
+    protected; without it a new copy is written as always."""
+    photos, out_dir = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    out_dir.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(astronaut_path, photos / name)
+    (out_dir / "a_protected.jpg").write_bytes(b"an earlier run's output")
+    (photos / "c.jpg").write_bytes(b"not an image")  # done before, so never read
+    (out_dir / "c_protected.jpg").write_bytes(b"an earlier run's output")
+    argv = ["protect", str(photos), "-o", str(out_dir), "--protector", str(protector_file)]
+    argv += ["--fast", "--no-robustness", "--skip-done"]
+    rc, out, err = _run([*argv, "--json"], capsys)
+    assert rc == 0 and err == ""
+    status = {Path(p["path"]).name: (p["status"], p["output"]) for p in json.loads(out)["photos"]}
+    assert status == {
+        "a.jpg": ("done", str(out_dir / "a_protected.jpg")),
+        "b.jpg": ("protected", str(out_dir / "b_protected.jpg")),
+        "c.jpg": ("done", str(out_dir / "c_protected.jpg")),
+    }
+    assert (out_dir / "a_protected.jpg").read_bytes() == b"an earlier run's output"
+    assert _files(out_dir) == {"a_protected.jpg", "b_protected.jpg", "c_protected.jpg"}
+    written = (out_dir / "b_protected.jpg").read_bytes()
+    rc, out, err = _run(argv, capsys)  # all done: nothing is redone
+    assert rc == 0 and err == ""
+    assert "3 photo(s): 0 face(s) protected" in out and "3 photo(s) done by an earlier run" in out
+    assert f"{photos / 'b.jpg'} → {out_dir / 'b_protected.jpg'}: already protected" in out
+    assert (out_dir / "b_protected.jpg").read_bytes() == written
+    (photos / "c.jpg").unlink()
+    rc, _, _ = _run([a for a in argv if a != "--skip-done"], capsys)
+    assert rc == 0
+    assert _files(out_dir) == {
+        "a_protected.jpg",
+        "a_protected-2.jpg",
+        "b_protected.jpg",
+        "b_protected-2.jpg",
+        "c_protected.jpg",
+    }
 
 
 # ----------------------------------------------------------------------------- modes

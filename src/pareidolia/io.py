@@ -389,6 +389,24 @@ def output_path_for(
     return candidate
 
 
+def earlier_output(src: Path, out_dir: Path | None, suffix: str = "_protected") -> Path | None:
+    """An output an earlier run wrote for ``src`` into ``out_dir`` (None: beside ``src``):
+    ``photo_protected.jpg`` or a numbered ``photo_protected-2.jpg``, in the suffix
+    :func:`output_path_for` gives ``src`` or in PNG (its fallback); the first such file by
+    name, or None."""
+    folder = out_dir if out_dir is not None else src.parent
+    ext = src.suffix if src.suffix.lower() in SAVE_FORMATS else ".png"
+    name = re.compile(
+        re.escape(src.stem + suffix) + r"(-[0-9]+)?(" + re.escape(ext) + r"|\.png)",
+        re.IGNORECASE,
+    )
+    try:
+        found = sorted(p for p in folder.iterdir() if name.fullmatch(p.name) and p.is_file())
+    except OSError:  # no such folder yet, or one that cannot be listed: nothing done there
+        return None
+    return found[0] if found else None
+
+
 def iter_image_files(paths: list[Path]) -> list[Path]:
     """Expand files and folders (recursively) into the image files to process, sorted."""
     found: list[Path] = []

@@ -62,6 +62,7 @@ from pareidolia.io import (
     SAVE_FORMATS,
     ImageError,
     Photo,
+    earlier_output,
     encode_photo,
     iter_image_files,
     output_path_for,
@@ -126,6 +127,9 @@ class ProtectOptions:
     adapt_steps: int = 0  # fine-tuning steps on each photo's own faces before applying
     min_face: float = MIN_FACE_PX  # faces whose detection box's shorter side is below: skipped
     robustness: bool = True  # re-check the decisions after a simulated social-network upload
+    # leave alone a photo whose output an earlier run wrote (io.earlier_output), to go on
+    # after an interrupted run
+    skip_done: bool = False
     quality: int = 95  # JPEG / WebP quality of the output
     # [ours] "refine": the MAP edit at ``map_strength``, chroma restored, then the per-face
     # refinement (pareidolia.refine); "fast": the MAP protector's one pass alone, as the paper.
@@ -1000,7 +1004,12 @@ def _open_file(
     target_crop: torch.Tensor | None,
 ) -> _Open | PhotoReport:
     """Read and open one photo (:func:`_open`); a photo that cannot be read or opened (the
-    adaptation's working files on a full disk) is its report, with the problem."""
+    adaptation's working files on a full disk) is its report, with the problem. With
+    ``skip_done``, a photo an earlier run protected is its report, unread."""
+    if options.skip_done:
+        earlier = earlier_output(path, options.out_dir, SUFFIX)
+        if earlier is not None:
+            return PhotoReport(path=path, output=earlier, done_before=True)
     try:
         photo = read_photo(path)
     except ImageError as e:

@@ -58,7 +58,8 @@ __all__ = [
 ]
 
 
-Status = Literal["protected", "partial", "skipped", "no_face", "error"]
+_DONE_TEXT = "already protected by an earlier run (--skip-done); left as it was"
+Status = Literal["protected", "partial", "skipped", "no_face", "error", "done"]
 SkipKind = Literal["too_small", "cut_by_border", "turned_away"]
 SKIP_WORDS: dict[SkipKind, str] = {
     "too_small": "too small",
@@ -226,13 +227,18 @@ class PhotoReport:
     seconds: float = 0.0
     # the output's format differs from the input's (protect.format_change); None when kept
     format_change: str | None = None
+    # ``output`` is an earlier run's (ProtectOptions.skip_done): the photo was not opened
+    done_before: bool = False
 
     @property
     def status(self) -> Status:
         """``protected`` (every face), ``partial`` (some skipped), ``skipped`` (every face
-        skipped), ``no_face`` or ``error``."""
+        skipped), ``no_face``, ``error`` or ``done`` (an earlier run's output was found and
+        the photo left alone)."""
         if self.error is not None:
             return "error"
+        if self.done_before:
+            return "done"
         if not self.faces:
             return "skipped" if self.skipped else "no_face"
         return "partial" if self.skipped else "protected"
@@ -258,11 +264,12 @@ class PhotoReport:
 
 
 def exit_status(reports: Sequence[PhotoReport]) -> int:
-    """0 when every face of every photo was protected, 2 when a file could not be used, else 1
-    (faces skipped: too small, cut by the border or turned away; or photos without a face)."""
+    """0 when every face of every photo was protected (now or by an earlier run), 2 when a
+    file could not be used, else 1 (faces skipped: too small, cut by the border or turned
+    away; or photos without a face)."""
     if any(r.status == "error" for r in reports):
         return 2
-    return 0 if all(r.status == "protected" for r in reports) else 1
+    return 0 if all(r.status in ("protected", "done") for r in reports) else 1
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -499,6 +506,9 @@ def render_text(reports: Sequence[PhotoReport]) -> str:
         if r.status == "error":
             lines.append(f"{r.path}: {_error_text(r)}")
             continue
+        if r.status == "done":
+            lines.append(f"{r.path} → {r.output}: {_DONE_TEXT}")
+            continue
         head = f"{r.path}"
         head += f" → {r.output}" if r.output is not None else ": nothing written"
         head += (
@@ -519,9 +529,10 @@ def render_text(reports: Sequence[PhotoReport]) -> str:
     kinds = [s.kind for r in reports for s in r.skipped]
     why = f" ({skip_counts(kinds)})" if kinds else ""
     errors = sum(r.status == "error" for r in reports)
+    done = sum(r.status == "done" for r in reports)
     lines.append(
         f"{len(reports)} photo(s): {protected} face(s) protected, {len(kinds)} skipped{why}, "
-        f"{errors} with errors"
+        f"{errors} with errors" + (f", {done} photo(s) done by an earlier run" if done else "")
     )
     return "\n".join(lines)
 
@@ -573,6 +584,8 @@ def markdown_summary(report: PhotoReport) -> str:
         return f"**{name}**: {_error_text(report)}"
     if report.status == "no_face":
         return f"**{name}**: no face found; nothing to protect"
+    if report.status == "done":
+        return f"**{name}**: {_DONE_TEXT} ({report.output})"
     kinds = [s.kind for s in report.skipped]
     if report.status == "skipped":
         return f"**{name}**: no face could be protected ({skip_counts(kinds)}); nothing written"

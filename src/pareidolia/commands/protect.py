@@ -1,8 +1,8 @@
 """``pareidolia protect PATH…``: protect every face of photos (files or folders).
 
 Writes ``name_protected.ext`` next to each photo (or into ``-o OUTDIR``), prints a table per
-photo and face (or the JSON report), and exits 0 when every face of every photo was protected,
-1 when faces were skipped (too small, cut by the border, turned away: each listed with its
+photo and face (or the JSON report), and exits 0 when every face of every photo was protected
+(``--skip-done``: or had been, by an earlier run into the same folder), 1 when faces were skipped (too small, cut by the border, turned away: each listed with its
 reason) or photos had no face, 2 on bad input (one line per problem on stderr; nothing is
 written for a bad file).
 """
@@ -103,6 +103,12 @@ def add_protect_parser(sub: Any) -> None:
         help="skip the check after a simulated social-network upload",
     )
     p.add_argument(
+        "--skip-done",
+        action="store_true",
+        help="leave alone each photo an earlier run protected into the same output folder "
+        "(its NAME_protected.EXT is there): to go on after an interrupted run",
+    )
+    p.add_argument(
         "--batch",
         metavar="N|auto",
         default="auto",
@@ -159,6 +165,7 @@ def _options(args: argparse.Namespace, device: torch.device) -> ProtectOptions:
         adapt_steps=adapt,
         min_face=args.min_face if args.min_face is not None else MIN_FACE_PX,
         robustness=not args.no_robustness,
+        skip_done=args.skip_done,
         dtype=dtype_of(args, device),
         batch=_batch(args.batch),
     )
@@ -323,6 +330,9 @@ def _print_reports(
     else:
         print(render_text(reports))
         if interrupted:
-            print("interrupted: the photos above were finished; the rest were not started")
+            print(
+                "interrupted: the photos above were finished; the rest were not started "
+                "(the same command with --skip-done goes on with them)"
+            )
     for line in _problems(reports):
         print(f"pareidolia: {line}", file=sys.stderr)
