@@ -89,6 +89,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "warp2": {"refine": {"template_warp": 2.0}},  # the default with a larger smile
     # the default with less of the template warp on faces that already smile (smile_full)
     "smile-full": {"refine": {"smile_full": 0.2}},
+    "smile-full3": {"refine": {"smile_full": 0.3}},
     "natural": {"strength": "natural"},
     "strong": {"strength": "strong"},
     # no identity warp: the expression warp (2 px near the template's landmarks, answering to
