@@ -1173,6 +1173,21 @@ def test_skip_done_goes_on_where_an_earlier_run_stopped(
     assert f"{photos / 'b.jpg'} → {out_dir / 'b_protected.jpg'}: already protected" in out
     assert (out_dir / "b_protected.jpg").read_bytes() == written
     (photos / "c.jpg").unlink()
+    # a photo of the same name in another folder: its output is the next free name, so one
+    # x_protected.jpg in the output folder is the first x.jpg's, not both
+    (photos / "sub").mkdir()
+    shutil.copy(astronaut_path, photos / "sub" / "b.jpg")
+    rc, out, _ = _run([*argv, "--json"], capsys)
+    status = {p["path"]: (p["status"], p["output"]) for p in json.loads(out)["photos"]}
+    assert rc == 0 and status[str(photos / "b.jpg")] == ("done", str(out_dir / "b_protected.jpg"))
+    assert status[str(photos / "sub" / "b.jpg")] == (
+        "protected",
+        str(out_dir / "b_protected-2.jpg"),
+    )
+    rc, out, _ = _run([*argv, "--json"], capsys)
+    assert [p["status"] for p in json.loads(out)["photos"]] == ["done"] * 3
+    (photos / "sub" / "b.jpg").unlink()
+    (out_dir / "b_protected-2.jpg").unlink()
     rc, _, _ = _run([a for a in argv if a != "--skip-done"], capsys)
     assert rc == 0
     assert _files(out_dir) == {

@@ -369,6 +369,12 @@ def write_photo(
     return path
 
 
+def output_ext(src: Path) -> str:
+    """The suffix an output of ``src`` gets (its own where it can be written, else ``.png``),
+    before a transparent photo's own fallback (:func:`output_path_for`)."""
+    return src.suffix if src.suffix.lower() in SAVE_FORMATS else ".png"
+
+
 def output_path_for(
     src: Path, out_dir: Path | None, suffix: str = "_protected", *, like: Photo | None = None
 ) -> Path:
@@ -378,7 +384,7 @@ def output_path_for(
     keep its alpha (JPEG, BMP), its own format is used if it can (a PNG named ``.jpg`` gets
     ``.png``), else PNG."""
     folder = out_dir if out_dir is not None else src.parent
-    ext = src.suffix if src.suffix.lower() in SAVE_FORMATS else ".png"
+    ext = output_ext(src)
     if like is not None and SAVE_FORMATS[ext.lower()] not in ALPHA_FORMATS and is_transparent(like):
         ext = _FORMAT_SUFFIX.get(like.format, ".png")
     candidate = folder / f"{src.stem}{suffix}{ext}"
@@ -389,22 +395,28 @@ def output_path_for(
     return candidate
 
 
-def earlier_output(src: Path, out_dir: Path | None, suffix: str = "_protected") -> Path | None:
-    """An output an earlier run wrote for ``src`` into ``out_dir`` (None: beside ``src``):
-    ``photo_protected.jpg`` or a numbered ``photo_protected-2.jpg``, in the suffix
-    :func:`output_path_for` gives ``src`` or in PNG (its fallback); the first such file by
-    name, or None."""
+def earlier_outputs(src: Path, out_dir: Path | None, suffix: str = "_protected") -> list[Path]:
+    """The outputs earlier runs wrote under ``src``'s name into ``out_dir`` (None: beside
+    ``src``), in the order :func:`output_path_for` hands the names out: ``photo_protected.jpg``,
+    then ``photo_protected-2.jpg``, ``-3`` …, in the suffix it gives ``src`` or in PNG (its
+    fallback). Several photos of one name (``a/x.jpg``, ``b/x.jpg`` into one folder) share
+    them, in the order they were protected."""
     folder = out_dir if out_dir is not None else src.parent
-    ext = src.suffix if src.suffix.lower() in SAVE_FORMATS else ".png"
+    ext = output_ext(src)
     name = re.compile(
-        re.escape(src.stem + suffix) + r"(-[0-9]+)?(" + re.escape(ext) + r"|\.png)",
+        re.escape(src.stem + suffix) + r"(?:-([0-9]+))?(?:" + re.escape(ext) + r"|\.png)",
         re.IGNORECASE,
     )
     try:
-        found = sorted(p for p in folder.iterdir() if name.fullmatch(p.name) and p.is_file())
+        entries = list(folder.iterdir())
     except OSError:  # no such folder yet, or one that cannot be listed: nothing done there
-        return None
-    return found[0] if found else None
+        return []
+    found = []
+    for p in entries:
+        m = name.fullmatch(p.name)
+        if m is not None and p.is_file():
+            found.append((int(m.group(1) or 1), p.name, p))
+    return [p for _, _, p in sorted(found)]
 
 
 def iter_image_files(paths: list[Path]) -> list[Path]:

@@ -62,9 +62,10 @@ from pareidolia.io import (
     SAVE_FORMATS,
     ImageError,
     Photo,
-    earlier_output,
+    earlier_outputs,
     encode_photo,
     iter_image_files,
+    output_ext,
     output_path_for,
     read_photo,
     write_photo,
@@ -127,8 +128,8 @@ class ProtectOptions:
     adapt_steps: int = 0  # fine-tuning steps on each photo's own faces before applying
     min_face: float = MIN_FACE_PX  # faces whose detection box's shorter side is below: skipped
     robustness: bool = True  # re-check the decisions after a simulated social-network upload
-    # leave alone a photo whose output an earlier run wrote (io.earlier_output), to go on
-    # after an interrupted run
+    # leave alone a photo whose output an earlier run wrote (done_before), to go on after an
+    # interrupted run
     skip_done: bool = False
     quality: int = 95  # JPEG / WebP quality of the output
     # [ours] "refine": the MAP edit at ``map_strength``, chroma restored, then the per-face
@@ -910,7 +911,11 @@ def protect_files(
             check_output_folder(folder)
     batch = batch_size(options.batch, protector.device)
     run = _Run(len(files), progress)
-    photos = _Files(files, protector, options, progress, target_crop, run)
+    if options.skip_done:
+        for index, earlier in done_before(files, options.out_dir).items():
+            run.record(index, PhotoReport(path=files[index], output=earlier, done_before=True))
+    todo = [i for i in range(len(files)) if i not in run.finished]
+    photos = _Files(files, todo, protector, options, progress, target_crop, run)
 
     def finish(photo: _Open) -> None:
         run.record(photo.index, _finish_file(photo, options))
@@ -920,6 +925,24 @@ def protect_files(
     except KeyboardInterrupt:
         raise Interrupted(run.reports()) from None
     return run.reports()
+
+
+def done_before(files: Sequence[Path], out_dir: Path | None) -> dict[int, Path]:
+    """The photos of ``files`` (by index) that an earlier run into ``out_dir`` (None: beside
+    each photo) already protected, with their outputs: the k-th photo of one output name
+    (stem and suffix) in one folder is done when that folder holds at least k outputs of it
+    (:func:`~pareidolia.io.earlier_outputs`), as a run over the same files in the same order
+    names them."""
+    rank: dict[tuple[Path, str], int] = {}
+    done = {}
+    for index, path in enumerate(files):
+        folder = out_dir if out_dir is not None else path.parent
+        key = (folder.resolve(), (path.stem + output_ext(path)).casefold())
+        k = rank[key] = rank.get(key, -1) + 1
+        earlier = earlier_outputs(path, out_dir, SUFFIX)
+        if k < len(earlier):
+            done[index] = earlier[k]
+    return done
 
 
 class Interrupted(KeyboardInterrupt):
@@ -957,13 +980,14 @@ class _Files:
     def __init__(
         self,
         files: Sequence[Path],
+        todo: Sequence[int],
         protector: Protector,
         options: ProtectOptions,
         progress: Progress | None,
         target_crop: torch.Tensor | None,
         run: _Run,
     ) -> None:
-        self.todo = deque(enumerate(files))
+        self.todo = deque((i, files[i]) for i in todo)
         self.protector = protector
         self.options = options
         self.progress = progress
@@ -1004,12 +1028,7 @@ def _open_file(
     target_crop: torch.Tensor | None,
 ) -> _Open | PhotoReport:
     """Read and open one photo (:func:`_open`); a photo that cannot be read or opened (the
-    adaptation's working files on a full disk) is its report, with the problem. With
-    ``skip_done``, a photo an earlier run protected is its report, unread."""
-    if options.skip_done:
-        earlier = earlier_output(path, options.out_dir, SUFFIX)
-        if earlier is not None:
-            return PhotoReport(path=path, output=earlier, done_before=True)
+    adaptation's working files on a full disk) is its report, with the problem."""
     try:
         photo = read_photo(path)
     except ImageError as e:
