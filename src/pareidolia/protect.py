@@ -897,7 +897,8 @@ def protect_files(
     as soon as its faces are done, so at most a batch's worth of photos is held in memory (one
     when adapting: each photo's faces then have a protector of their own). A photo with no
     protected face gets no output file. Unreadable files are reported (their ``error``) and the
-    run goes on; see the module docstring for what raises instead.
+    run goes on; see the module docstring for what raises instead. With ``skip_done`` the
+    photos an earlier run protected (:func:`done_before`) are reported as done, unread.
     """
     options.check_target(target_crop is not None)
     if target_crop is not None and options.adapt_steps == 0:
