@@ -1141,6 +1141,7 @@ def test_skip_done_goes_on_where_an_earlier_run_stopped(
     astronaut_path: Path,
     protector_file: Path,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """With --skip-done a photo whose output an earlier run wrote into the output folder is
@@ -1167,7 +1168,9 @@ def test_skip_done_goes_on_where_an_earlier_run_stopped(
     assert (out_dir / "a_protected.jpg").read_bytes() == b"an earlier run's output"
     assert _files(out_dir) == {"a_protected.jpg", "b_protected.jpg", "c_protected.jpg"}
     written = (out_dir / "b_protected.jpg").read_bytes()
-    rc, out, err = _run(argv, capsys)  # all done: nothing is redone
+    with monkeypatch.context() as m:  # all done: nothing is redone, no model is even loaded
+        m.setattr("pareidolia.commands.protect.protector_for", lambda *_: pytest.fail("loaded"))
+        rc, out, err = _run(argv, capsys)
     assert rc == 0 and err == ""
     assert "3 photo(s): 0 face(s) protected" in out and "3 photo(s) done by an earlier run" in out
     assert f"{photos / 'b.jpg'} → {out_dir / 'b_protected.jpg'}: already protected" in out

@@ -913,8 +913,8 @@ def protect_files(
     batch = batch_size(options.batch, protector.device)
     run = _Run(len(files), progress)
     if options.skip_done:
-        for index, earlier in done_before(files, options.out_dir).items():
-            run.record(index, PhotoReport(path=files[index], output=earlier, done_before=True))
+        for index, report in done_before(files, options.out_dir).items():
+            run.record(index, report)
     todo = [i for i in range(len(files)) if i not in run.finished]
     photos = _Files(files, todo, protector, options, progress, target_crop, run)
 
@@ -928,21 +928,21 @@ def protect_files(
     return run.reports()
 
 
-def done_before(files: Sequence[Path], out_dir: Path | None) -> dict[int, Path]:
-    """The photos of ``files`` (by index) that an earlier run into ``out_dir`` (None: beside
-    each photo) already protected, with their outputs: the k-th photo of one output name
+def done_before(files: Sequence[Path], out_dir: Path | None) -> dict[int, PhotoReport]:
+    """The reports (by index; status ``done``) of the photos of ``files`` that an earlier run
+    into ``out_dir`` (None: beside each photo) already protected: the k-th photo of one output name
     (stem and suffix) in one folder is done when that folder holds at least k outputs of it
     (:func:`~pareidolia.io.earlier_outputs`), as a run over the same files in the same order
     names them."""
     rank: dict[tuple[Path, str], int] = {}
-    done = {}
+    done: dict[int, PhotoReport] = {}
     for index, path in enumerate(files):
         folder = out_dir if out_dir is not None else path.parent
         key = (folder.resolve(), (path.stem + output_ext(path)).casefold())
         k = rank[key] = rank.get(key, -1) + 1
         earlier = earlier_outputs(path, out_dir, SUFFIX)
         if k < len(earlier):
-            done[index] = earlier[k]
+            done[index] = PhotoReport(path=path, output=earlier[k], done_before=True)
     return done
 
 

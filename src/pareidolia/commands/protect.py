@@ -280,6 +280,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
     from pareidolia.protect import (
         Interrupted,
         check_output_folder,
+        done_before,
         expand_inputs,
         protect_files,
         run_record,
@@ -294,6 +295,12 @@ def cmd_protect(args: argparse.Namespace) -> int:
     files = expand_inputs(paths, options.out_dir)  # bad inputs end the run before any work
     if options.out_dir is not None:
         check_output_folder(options.out_dir)
+    if options.skip_done:  # everything done: say so without loading a model
+        done = done_before(files, options.out_dir)
+        if len(done) == len(files):
+            reports = [done[i] for i in range(len(files))]
+            _print_reports(reports, args.json)
+            return exit_status(reports)
     protector = protector_for(args, device)
     target = _target(args, options.adapt_steps)
     bar = _Bar()
