@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -30,6 +32,19 @@ def _run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
 def astronaut_variant(tmp_path_factory: pytest.TempPathFactory, astronaut_path: Path) -> Path:
     photo = read_photo(astronaut_path)
     return write_photo(tmp_path_factory.mktemp("v") / "variant.jpg", strong_variant(photo.rgb))
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    """Building the parser (``--help``, ``--version``, a usage error) imports no torch, so
+    those answer at once; a command imports it when it runs."""
+    probe = (
+        "import sys; from pareidolia.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'diffusers', 'cv2') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
 
 
 def test_verify_matches_an_edited_copy_on_every_model(

@@ -84,8 +84,6 @@ from pareidolia.diffusion.schedule import ScoreModelConfig
 from pareidolia.errors import OptionError, UserError
 from pareidolia.io import atomic_write_bytes
 from pareidolia.objectives.expression import (
-    DEFAULT_CLIP_MODEL,
-    DEFAULT_CLIP_PRETRAINED,
     ClassifierGuide,
     ExpressionGuide,
     check_target_emotion,
@@ -97,7 +95,7 @@ from pareidolia.objectives.identity import EnsembleFactory, IdentityLoss, zoo_en
 from pareidolia.objectives.landmarks import LaplacianLoss
 from pareidolia.objectives.score_matching import ScoreMatchingLoss
 from pareidolia.projection import Combiner, GradVac, make_combiner
-from pareidolia.runtime import WORKING_SIZE, dtype_name
+from pareidolia.runtime import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, WORKING_SIZE, dtype_name
 from pareidolia.zoo import registry
 
 if TYPE_CHECKING:

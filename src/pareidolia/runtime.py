@@ -10,6 +10,8 @@ This module is the bottom of the import graph (it imports nothing of pareidolia 
 - :data:`ADAPT_STEPS`: the default number of fine-tuning steps when a protector is adapted to a
   photo's faces (``protect --target`` with ``--fast``, the web page, the benchmark's
   ``map-adapt``);
+- :data:`DEFAULT_CLIP_MODEL` and :data:`DEFAULT_CLIP_PRETRAINED`: the open_clip model and weights
+  of the paper's CLIP expression guide (``--guide clip``);
 - :func:`pick_device`: ``auto`` = CUDA when present, else the CPU;
 - :func:`pick_dtype` and :func:`autocast`: the score network's compute dtype (``float32``, the
   default, or ``bfloat16`` autocast; master weights, optimiser and EMA stay float32) and the one
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADAPT_STEPS",
+    "DEFAULT_CLIP_MODEL",
+    "DEFAULT_CLIP_PRETRAINED",
     "DTYPES",
     "FAR",
     "WORKING_SIZE",
@@ -40,6 +44,8 @@ __all__ = [
 WORKING_SIZE = 256
 FAR = "0.01"
 ADAPT_STEPS = 20
+DEFAULT_CLIP_MODEL = "ViT-B-16"
+DEFAULT_CLIP_PRETRAINED = "openai"
 DTYPES = ("float32", "bfloat16", "auto")
 """The names :func:`pick_dtype` takes (``float32`` is the default everywhere)."""
 

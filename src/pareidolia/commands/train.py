@@ -34,8 +34,7 @@ from pareidolia.commands.options import (
     dtype_of,
 )
 from pareidolia.errors import NoFaceError, UserError
-from pareidolia.objectives.expression import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED
-from pareidolia.runtime import WORKING_SIZE, dtype_name
+from pareidolia.runtime import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, WORKING_SIZE, dtype_name
 
 if TYPE_CHECKING:
     import torch

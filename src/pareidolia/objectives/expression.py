@@ -29,7 +29,7 @@ from pareidolia.checksums import file_sha256
 from pareidolia.download import CLIP_VIT_B16_OPENAI, Artifact, fetched
 from pareidolia.errors import UserError
 from pareidolia.objectives.chip_net import ChipNet
-from pareidolia.runtime import WORKING_SIZE
+from pareidolia.runtime import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, WORKING_SIZE
 from pareidolia.zoo.spec import EMOTIONS
 
 EXPRESSION_MODEL = "faceapi_expression"
@@ -174,10 +174,6 @@ class ClipDirectionalGuide(nn.Module):
         shift = self.embed(x_hat) - e_orig
         cos = F.cosine_similarity(shift, self.direction.to(shift.dtype).unsqueeze(0), dim=-1)
         return -torch.log(((1.0 + cos) / 2.0).clamp_min(MIN_AGREEMENT))
-
-
-DEFAULT_CLIP_MODEL = "ViT-B-16"
-DEFAULT_CLIP_PRETRAINED = "openai"
 
 
 @dataclass(frozen=True)
