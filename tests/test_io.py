@@ -298,26 +298,27 @@ def test_output_names_never_collide(tmp_path: Path) -> None:
 def test_earlier_outputs_are_found_by_name_in_the_order_names_are_given(tmp_path: Path) -> None:
     src = tmp_path / "p.jpg"
     out = tmp_path / "out"
-    assert earlier_outputs(src, out) == []  # no such folder yet
+    assert earlier_outputs(src, []) == []
     out.mkdir()
+
+    def files(folder: Path) -> list[Path]:
+        return list(folder.iterdir())
+
     for name in ("pp_protected.jpg", "p_protected-x.jpg", "p_protected.webp", "p.jpg"):
         (out / name).write_bytes(b"x")
-    (out / "p_protected-3.JPG").mkdir()  # a folder is no output
-    assert earlier_outputs(src, out) == []
+    assert earlier_outputs(src, files(out)) == []
     for name in ("p_protected-10.jpg", "p_protected-2.JPG", "p_protected.jpg"):
         (out / name).write_bytes(b"x")
     (out / "p_protected-3.png").write_bytes(b"x")  # the fallback format (a transparent photo)
-    assert [p.name for p in earlier_outputs(src, out)] == [
+    assert [p.name for p in earlier_outputs(src, files(out))] == [
         "p_protected.jpg",
         "p_protected-2.JPG",
         "p_protected-3.png",
         "p_protected-10.jpg",
     ]
-    assert earlier_outputs(tmp_path / "q.heic", out) == []
+    assert earlier_outputs(tmp_path / "q.heic", files(out)) == []
     (out / "q_protected.png").write_bytes(b"x")  # HEIC is written as PNG
-    assert earlier_outputs(tmp_path / "q.heic", out) == [out / "q_protected.png"]
-    (tmp_path / "p_protected.jpg").write_bytes(b"x")
-    assert earlier_outputs(src, None) == [tmp_path / "p_protected.jpg"]  # beside the source
+    assert earlier_outputs(tmp_path / "q.heic", files(out)) == [out / "q_protected.png"]
 
 
 def test_folders_expand_recursively_to_images(tmp_path: Path) -> None:

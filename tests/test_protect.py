@@ -1202,6 +1202,18 @@ def test_skip_done_goes_on_where_an_earlier_run_stopped(
     }
 
 
+def test_done_before_lists_files_of_the_output_folder_only(tmp_path: Path) -> None:
+    from pareidolia.protect import done_before
+
+    src = tmp_path / "p.jpg"
+    assert done_before([src], tmp_path / "missing") == {}  # no such folder yet: nothing done
+    (tmp_path / "p_protected.jpg").mkdir()  # a folder is no output
+    assert done_before([src], None) == {}
+    (tmp_path / "p_protected-2.jpg").write_bytes(b"x")
+    (report,) = done_before([src], None).values()
+    assert report.status == "done" and report.output == tmp_path / "p_protected-2.jpg"
+
+
 # ----------------------------------------------------------------------------- modes
 
 

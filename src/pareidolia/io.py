@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -395,26 +396,23 @@ def output_path_for(
     return candidate
 
 
-def earlier_outputs(src: Path, out_dir: Path | None, suffix: str = "_protected") -> list[Path]:
-    """The outputs earlier runs wrote under ``src``'s name into ``out_dir`` (None: beside
-    ``src``), in the order :func:`output_path_for` hands the names out: ``photo_protected.jpg``,
-    then ``photo_protected-2.jpg``, ``-3`` …, in the suffix it gives ``src`` or in PNG (its
-    fallback). Several photos of one name (``a/x.jpg``, ``b/x.jpg`` into one folder) share
-    them, in the order they were protected."""
-    folder = out_dir if out_dir is not None else src.parent
-    ext = output_ext(src)
+def earlier_outputs(src: Path, files: Iterable[Path], suffix: str = "_protected") -> list[Path]:
+    """The outputs among ``files`` (an output folder's files) that earlier runs wrote under
+    ``src``'s name, in the order :func:`output_path_for` hands the names out:
+    ``photo_protected.jpg``, then ``photo_protected-2.jpg``, ``-3`` …, in the suffix it gives
+    ``src`` or in PNG (its fallback). Several photos of one name (``a/x.jpg``, ``b/x.jpg``
+    into one folder) share them, in the order they were protected."""
     name = re.compile(
-        re.escape(src.stem + suffix) + r"(?:-([0-9]+))?(?:" + re.escape(ext) + r"|\.png)",
+        re.escape(src.stem + suffix)
+        + r"(?:-([0-9]+))?(?:"
+        + re.escape(output_ext(src))
+        + r"|\.png)",
         re.IGNORECASE,
     )
-    try:
-        entries = list(folder.iterdir())
-    except OSError:  # no such folder yet, or one that cannot be listed: nothing done there
-        return []
     found = []
-    for p in entries:
+    for p in files:
         m = name.fullmatch(p.name)
-        if m is not None and p.is_file():
+        if m is not None:
             found.append((int(m.group(1) or 1), p.name, p))
     return [p for _, _, p in sorted(found)]
 

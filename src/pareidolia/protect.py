@@ -934,13 +934,20 @@ def done_before(files: Sequence[Path], out_dir: Path | None) -> dict[int, PhotoR
     (stem and suffix) in one folder is done when that folder holds at least k outputs of it
     (:func:`~pareidolia.io.earlier_outputs`), as a run over the same files in the same order
     names them."""
+    listings: dict[Path, list[Path]] = {}  # each output folder's files, listed once
     rank: dict[tuple[Path, str], int] = {}
     done: dict[int, PhotoReport] = {}
     for index, path in enumerate(files):
         folder = out_dir if out_dir is not None else path.parent
-        key = (folder.resolve(), (path.stem + output_ext(path)).casefold())
+        where = folder.resolve()
+        if where not in listings:
+            try:
+                listings[where] = [p for p in folder.iterdir() if p.is_file()]
+            except OSError:  # no such folder yet, or one that cannot be listed: nothing done
+                listings[where] = []
+        key = (where, (path.stem + output_ext(path)).casefold())
         k = rank[key] = rank.get(key, -1) + 1
-        earlier = earlier_outputs(path, out_dir, SUFFIX)
+        earlier = earlier_outputs(path, listings[where], SUFFIX)
         if k < len(earlier):
             done[index] = PhotoReport(path=path, output=earlier[k], done_before=True)
     return done

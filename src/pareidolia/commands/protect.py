@@ -2,9 +2,9 @@
 
 Writes ``name_protected.ext`` next to each photo (or into ``-o OUTDIR``), prints a table per
 photo and face (or the JSON report), and exits 0 when every face of every photo was protected
-(``--skip-done``: or had been, by an earlier run into the same folder), 1 when faces were skipped (too small, cut by the border, turned away: each listed with its
-reason) or photos had no face, 2 on bad input (one line per problem on stderr; nothing is
-written for a bad file).
+(with ``--skip-done``: or had been, by an earlier run into the same folder), 1 when faces were
+skipped (too small, cut by the border, turned away: each listed with its reason) or photos had
+no face, 2 on bad input (one line per problem on stderr; nothing is written for a bad file).
 """
 
 from __future__ import annotations
