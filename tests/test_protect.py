@@ -16,6 +16,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -31,9 +33,10 @@ from pareidolia.cli import main
 from pareidolia.diffusion.models import SHIPPED_PRIOR_SPEC, canonical_spec
 from pareidolia.errors import UserError
 from pareidolia.faces.align import to_tensor, warp_crop, working_alignment
+from pareidolia.inputs import expand_inputs
 from pareidolia.io import read_photo
 from pareidolia.locate import locate_faces
-from pareidolia.protect import ProtectOptions, expand_inputs, protect_files, protect_photo
+from pareidolia.protect import ProtectOptions, protect_files, protect_photo
 from pareidolia.protector import Protector, save_protector
 from pareidolia.refine import RefineConfig
 from pareidolia.report import FaceReport, PhotoReport, SkippedFace, exit_status
@@ -1066,7 +1069,7 @@ def test_os_error_mid_run_is_one_line(
     def fail(*_args: object, **_kw: object) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO), str(astronaut_path))
 
-    monkeypatch.setattr("pareidolia.protect.expand_inputs", fail)
+    monkeypatch.setattr("pareidolia.inputs.expand_inputs", fail)
     rc, out, err = _run(["protect", str(astronaut_path)], capsys)
     assert rc == 2 and out == ""
     assert (
@@ -1086,10 +1089,10 @@ def test_output_folder_may_hold_the_inputs(
     (pics / "trip").mkdir(parents=True)
     for name in ("home.jpg", "trip/beach.jpg", "trip/beach_protected.jpg", "old_protected-2.png"):
         (pics / name).write_bytes(b"x")
-    assert expand_inputs([pics], pics) == [pics / "home.jpg", pics / "trip" / "beach.jpg"]
-    assert expand_inputs([pics / "trip"], pics) == [pics / "trip" / "beach.jpg"]
+    assert expand_inputs([pics]) == [pics / "home.jpg", pics / "trip" / "beach.jpg"]
+    assert expand_inputs([pics / "trip"]) == [pics / "trip" / "beach.jpg"]
     monkeypatch.chdir(pics)
-    assert expand_inputs([Path("trip")], Path(".")) == [Path("trip/beach.jpg")]
+    assert expand_inputs([Path("trip")]) == [Path("trip/beach.jpg")]
     # through the command: the files are tried (and refused as not images), not the folder
     rc, _, err = _run(["protect", "trip", "-o", ".", "--protector", "missing.safetensors"], capsys)
     assert rc == 2 and "only earlier outputs" not in err and "missing.safetensors" in err
@@ -1202,8 +1205,32 @@ def test_skip_done_goes_on_where_an_earlier_run_stopped(
     }
 
 
+def test_photos_that_are_plainly_no_photo_are_answered_without_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run whose every file is missing or empty says so at once, one line each,
+    exit 2: neither a model nor torch is loaded (a typo answers in a blink, not after the
+    models' seconds of loading); the output folder is still checked first."""
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    names = ["missing.jpg", "empty.jpg"]
+    probe = (
+        "import sys; from pareidolia.cli import main; "
+        f"rc = main(['protect', *{names!r}, '-o', 'out']); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
+    assert done.stdout.splitlines()[-1] == "2 False"
+    assert done.stderr.splitlines() == [
+        "pareidolia: missing.jpg: no such file",
+        "pareidolia: empty.jpg: empty file (0 bytes)",
+    ]
+    assert (tmp_path / "out").is_dir() and not any((tmp_path / "out").iterdir())
+
+
 def test_done_before_lists_files_of_the_output_folder_only(tmp_path: Path) -> None:
-    from pareidolia.protect import done_before
+    from pareidolia.inputs import done_before
 
     src = tmp_path / "p.jpg"
     assert done_before([src], tmp_path / "missing") == {}  # no such folder yet: nothing done

@@ -178,9 +178,9 @@ def _is_heif(path: Path) -> bool:
     return any(b in _HEIF_BRANDS for b in brands)
 
 
-def read_photo(path: Path | str) -> Photo:
-    """Decode ``path`` into a :class:`Photo`; raise :class:`ImageError` on any problem."""
-    path = Path(path)
+def check_file(path: Path) -> None:
+    """Raise :class:`ImageError` when ``path`` is plainly no photo, without reading it: missing,
+    a folder, empty, or not even listable."""
     try:
         if not path.exists():
             raise ImageError(path, "no such file")
@@ -190,6 +190,12 @@ def read_photo(path: Path | str) -> Photo:
             raise ImageError(path, "empty file (0 bytes)")
     except OSError as e:
         raise ImageError(path, f"cannot read the file: {os_problem(e)}") from None
+
+
+def read_photo(path: Path | str) -> Photo:
+    """Decode ``path`` into a :class:`Photo`; raise :class:`ImageError` on any problem."""
+    path = Path(path)
+    check_file(path)
     try:
         with warnings.catch_warnings():
             # Pillow's own bomb warning starts below our limit; our check below decides.

@@ -23,7 +23,6 @@ cannot be written) raise :class:`UserError` before any work is done. Nothing her
 from __future__ import annotations
 
 import io
-import tempfile
 import time
 import warnings
 from collections import deque
@@ -58,14 +57,12 @@ from pareidolia.faces.detect import (
     Face,
     turn,
 )
+from pareidolia.inputs import SUFFIX, check_output_folder, done_before, expand_inputs
 from pareidolia.io import (
     SAVE_FORMATS,
     ImageError,
     Photo,
-    earlier_outputs,
     encode_photo,
-    iter_image_files,
-    output_ext,
     output_path_for,
     read_photo,
     write_photo,
@@ -79,15 +76,12 @@ from pareidolia.runtime import WORKING_SIZE, dtype_name
 from pareidolia.zoo import registry
 
 __all__ = [
-    "SUFFIX",
     "Interrupted",
     "Progress",
     "ProtectOptions",
     "batch_size",
-    "check_output_folder",
     "edit_crops",
     "edit_in_batches",
-    "expand_inputs",
     "format_change",
     "preset",
     "protect_files",
@@ -96,7 +90,6 @@ __all__ = [
     "run_record",
 ]
 
-SUFFIX = "_protected"
 # The pipeline's own models (refinement, retargeting, the report's FR models and judge) run
 # where the protector is (:attr:`Protector.device`): one device per run, picked by the caller.
 
@@ -807,54 +800,6 @@ def protect_photo(
 # ----------------------------------------------------------------------------- batches
 
 
-def _looks_like_output(path: Path) -> bool:
-    """A file an earlier run wrote (``name_protected.jpg``, ``name_protected-2.jpg``)."""
-    stem = path.stem
-    base, _, n = stem.rpartition("-")
-    return stem.endswith(SUFFIX) or (n.isdigit() and base.endswith(SUFFIX))
-
-
-def expand_inputs(paths: Sequence[Path], out_dir: Path | None = None) -> list[Path]:
-    """The files to protect: files as given, folders searched recursively for images (leaving
-    out earlier outputs, the files named ``*_protected*``), duplicates removed. The output
-    folder may hold the inputs or be among them (``protect pics -o pics``): its other files are
-    protected like any. ``out_dir`` is accepted for compatibility and not used. Raises
-    :class:`UserError` for a folder without images or when nothing is left."""
-    del out_dir  # outputs are recognised by their name, wherever they are
-    files: list[Path] = []
-    seen: set[Path] = set()
-    for p in paths:
-        if p.is_dir():
-            images = iter_image_files([p])
-            found = [f for f in images if not _looks_like_output(f)]
-            if not images:
-                raise UserError(f"{p}: no image files in this folder (jpg, png, webp, tiff, …)")
-            if not found:
-                raise UserError(f"{p}: this folder holds only earlier outputs ({SUFFIX} files)")
-        else:
-            found = [p]
-        for f in found:
-            key = f.resolve()
-            if key not in seen:
-                seen.add(key)
-                files.append(f)
-    if not files:
-        raise UserError("no photos given")
-    return files
-
-
-def check_output_folder(folder: Path) -> None:
-    """Create ``folder`` if missing and make sure a file can be written in it; raise
-    :class:`UserError` naming the folder otherwise."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".pareidolia-write-test-"):
-            pass
-    except OSError as e:
-        reason = e.strerror or str(e)
-        raise UserError(f"{folder}: cannot write the output here ({reason})") from None
-
-
 class _WriteError(Exception):
     """Writing one protected copy failed; the message is for that photo's report."""
 
@@ -905,7 +850,7 @@ def protect_files(
         protector = retarget(protector, target_crop)
     if options.adapt_steps == 0:
         _refine_names(protector, options)  # a protector without the targets: before any work
-    files = expand_inputs(paths, options.out_dir)
+    files = expand_inputs(paths)
     folders = [options.out_dir] if options.out_dir is not None else [f.parent for f in files]
     for folder in dict.fromkeys(folders):
         if folder.is_dir() or options.out_dir is not None:
@@ -926,31 +871,6 @@ def protect_files(
     except KeyboardInterrupt:
         raise Interrupted(run.reports()) from None
     return run.reports()
-
-
-def done_before(files: Sequence[Path], out_dir: Path | None) -> dict[int, PhotoReport]:
-    """The reports (by index; status ``done``) of the photos of ``files`` that an earlier run
-    into ``out_dir`` (None: beside each photo) already protected: the k-th photo of one output name
-    (stem and suffix) in one folder is done when that folder holds at least k outputs of it
-    (:func:`~pareidolia.io.earlier_outputs`), as a run over the same files in the same order
-    names them."""
-    listings: dict[Path, list[Path]] = {}  # each output folder's files, listed once
-    rank: dict[tuple[Path, str], int] = {}
-    done: dict[int, PhotoReport] = {}
-    for index, path in enumerate(files):
-        folder = out_dir if out_dir is not None else path.parent
-        where = folder.resolve()
-        if where not in listings:
-            try:
-                listings[where] = [p for p in folder.iterdir() if p.is_file()]
-            except OSError:  # no such folder yet, or one that cannot be listed: nothing done
-                listings[where] = []
-        key = (where, (path.stem + output_ext(path)).casefold())
-        k = rank[key] = rank.get(key, -1) + 1
-        earlier = earlier_outputs(path, listings[where], SUFFIX)
-        if k < len(earlier):
-            done[index] = PhotoReport(path=path, output=earlier[k], done_before=True)
-    return done
 
 
 class Interrupted(KeyboardInterrupt):

@@ -277,30 +277,25 @@ def _problems(reports: list[PhotoReport]) -> list[str]:
 
 def cmd_protect(args: argparse.Namespace) -> int:
     """Run ``pareidolia protect``; returns the exit status (see the module docstring)."""
-    from pareidolia.protect import (
-        Interrupted,
-        check_output_folder,
-        done_before,
-        expand_inputs,
-        protect_files,
-        run_record,
-    )
+    from pareidolia.inputs import check_output_folder, expand_inputs, settled_before
     from pareidolia.report import exit_status
     from pareidolia.stale import remove_stale
 
     remove_stale()  # face data a killed `--adapt` or web server left in the temporary folder
+    out_dir = Path(args.out) if args.out else None
+    files = expand_inputs([Path(p) for p in args.paths])  # bad inputs end the run at once
+    if out_dir is not None:
+        check_output_folder(out_dir)
+    settled = settled_before(files, out_dir, args.skip_done)
+    if len(settled) == len(files):  # nothing left to protect: said without loading a model
+        reports = [settled[i] for i in range(len(files))]
+        _print_reports(reports, args.json)
+        return exit_status(reports)
+
+    from pareidolia.protect import Interrupted, protect_files, run_record
+
     device = device_of(args)
     options = _options(args, device)
-    paths = [Path(p) for p in args.paths]
-    files = expand_inputs(paths, options.out_dir)  # bad inputs end the run before any work
-    if options.out_dir is not None:
-        check_output_folder(options.out_dir)
-    if options.skip_done:  # everything done: say so without loading a model
-        done = done_before(files, options.out_dir)
-        if len(done) == len(files):
-            reports = [done[i] for i in range(len(files))]
-            _print_reports(reports, args.json)
-            return exit_status(reports)
     protector = protector_for(args, device)
     target = _target(args, options.adapt_steps)
     bar = _Bar()
