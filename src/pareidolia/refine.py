@@ -104,10 +104,6 @@ class RefineConfig:
     guide_steps: int = 0  # identity-guidance steps per generation step (0: no guidance)
     guide_size: float = 0.0015  # network units ([−1, 1]) per guidance step
     guide_grid: int = 32  # the guidance gradient is low-passed to this field size
-    # [ours, after RAP, Qin et al. 2022] each step is taken at the worst point within this
-    # L-inf radius of the edit (one signed-gradient ascent step on the identity loss), so
-    # the edit settles where the loss is flat (0: plain steps)
-    rap_eps: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -121,7 +117,6 @@ class RefineConfig:
             self.lum_eps,
             self.lum_texture,
             self.smile_full,
-            self.rap_eps,
         )
         if self.lr <= 0 or min(bounds) < 0:
             problems.append(
@@ -472,23 +467,6 @@ class Refiner(nn.Module):
             per_model.append((c.w_target * to_target + c.w_dodge * to_own).mean(0))
         return torch.stack(per_model).mean(0).sum()
 
-    def _reverse(
-        self,
-        pasted: torch.Tensor,
-        inside: torch.Tensor | None,
-        own_side: Sequence[int],
-        aims: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]],
-        gen: list[torch.Generator],
-    ) -> torch.Tensor:
-        """The reverse perturbation [ours, after RAP]: ``rap_eps`` times the sign of the
-        identity loss's gradient at ``pasted`` (the direction that undoes the edit most),
-        under the paste mask; a constant for the step that follows."""
-        c = self.config
-        x = pasted.detach().requires_grad_(True)
-        views = eot_copies(self._seen(x, inside), own_side, c.copies, gen, c.jpeg)
-        (g,) = torch.autograd.grad(self._identity(views, c.copies, aims), x)
-        return (c.rap_eps * g.sign() * self.paste_mask).detach()
-
     def guide(
         self,
         originals: torch.Tensor,
@@ -548,7 +526,6 @@ class Refiner(nn.Module):
             return start.cpu()
         b = x0.shape[0]
         gen = _face_generators(c.seed, b)
-        rap_gen = _face_generators(c.seed + 2, b)
         theta_flow = torch.zeros(b, 2, c.flow_grid, c.flow_grid, device=dev, requires_grad=True)
         theta_lum = torch.zeros(b, 1, c.lum_grid, c.lum_grid, device=dev, requires_grad=True)
         opt = torch.optim.Adam([theta_flow, theta_lum], lr=c.lr)
@@ -586,9 +563,6 @@ class Refiner(nn.Module):
                     ),
                     inside,
                 )
-            if c.rap_eps > 0:
-                nudge = self._reverse(pasted_id, inside, own_side, aims, rap_gen)
-                pasted_id = (pasted_id + nudge).clamp(0.0, 1.0)
             views = eot_copies(self._seen(pasted_id, inside), own_side, c.copies, gen, c.jpeg)
             loss = self._identity(views, c.copies, aims)
             if c.w_geometry > 0:
