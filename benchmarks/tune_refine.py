@@ -59,6 +59,16 @@ def ensembles(robust: list[str], victim: str) -> EnsembleFactory:
     )
 
 
+def _value(text: str) -> int | float | str:
+    """A ``--set`` value: a whole number, a number, or else the word itself."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--faces", type=Path, required=True)
@@ -96,7 +106,7 @@ def main() -> None:
     overrides = {}
     for kv in args.set:
         k, v = kv.split("=")
-        overrides[k] = float(v) if "." in v or "e" in v else int(v)
+        overrides[k] = _value(v)
     cfg = RefineConfig(**overrides)  # type: ignore[arg-type]
     fs = load_faceset(args.faces)
     manifest = json.loads((args.faces / "manifest.json").read_text())
