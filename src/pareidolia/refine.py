@@ -104,10 +104,6 @@ class RefineConfig:
     guide_steps: int = 0  # identity-guidance steps per generation step (0: no guidance)
     guide_size: float = 0.0015  # network units ([−1, 1]) per guidance step
     guide_grid: int = 32  # the guidance gradient is low-passed to this field size
-    # [ours] how the surrogates' gradients on the crop are combined: "mean" (of the loss),
-    # "unit" (each model's gradient at unit mean magnitude per face first, after SVRE-like
-    # ensemble balancing), "agree" (unit, kept only where every model's sign agrees)
-    ensemble_grad: str = "mean"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -133,8 +129,6 @@ class RefineConfig:
             problems.append("loss weights must be non-negative")
         if self.copies < 1:
             problems.append(f"copies must be at least 1, got {self.copies}")
-        if self.ensemble_grad not in ("mean", "unit", "agree"):
-            problems.append(f"ensemble_grad must be mean, unit or agree, got {self.ensemble_grad}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             problems.append(f"the time limit must be over 0 seconds, got {self.max_seconds}")
         if problems:
@@ -453,63 +447,25 @@ class Refiner(nn.Module):
         gap = {m: (1.0 - (own[m] * t_emb[m]).sum(-1)).clamp_min(0.05) for m in target}
         return own, t_emb, gap
 
-    def _identity_terms(
-        self,
-        views: torch.Tensor,
-        copies: int,
-        aims: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]],
-    ) -> list[torch.Tensor]:
-        """Per model: w_target · (1 − cos to the target) + w_dodge · cos to the original, in
-        units of its gap, averaged over copies, summed over faces."""
-        own, t_emb, gap = aims
-        c = self.config
-        emb = self.ensemble(views)
-        b = views.shape[0] // copies
-        terms = []
-        for m in t_emb:
-            e = emb[m].view(copies, b, -1)
-            to_target = (1.0 - (e * t_emb[m]).sum(-1)) / gap[m]
-            to_own = (e * own[m][None]).sum(-1) / gap[m]
-            terms.append((c.w_target * to_target + c.w_dodge * to_own).mean(0).sum())
-        return terms
-
     def _identity(
         self,
         views: torch.Tensor,
         copies: int,
         aims: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]],
     ) -> torch.Tensor:
-        """The identity loss: :meth:`_identity_terms` averaged over models."""
-        return torch.stack(self._identity_terms(views, copies, aims)).mean()
-
-    def _balanced(
-        self,
-        pasted: torch.Tensor,
-        inside: torch.Tensor | None,
-        own_side: Sequence[int],
-        gen: list[torch.Generator],
-        aims: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]],
-    ) -> torch.Tensor:
-        """A stand-in loss whose gradient through ``pasted`` is the surrogates' gradients
-        combined as ``ensemble_grad`` says [ours], at the plain mean's magnitude per face."""
+        """w_target · (1 − cos to the target) + w_dodge · cos to the original, per model in
+        units of its gap, averaged over models and copies, summed over faces."""
+        own, t_emb, gap = aims
         c = self.config
-        x = pasted.detach().requires_grad_(True)
-        views = eot_copies(self._seen(x, inside), own_side, c.copies, gen, c.jpeg)
-        terms = self._identity_terms(views, c.copies, aims)
-        grads = torch.stack(
-            [
-                torch.autograd.grad(t, x, retain_graph=i < len(terms) - 1)[0]
-                for i, t in enumerate(terms)
-            ]
-        )  # (M, B, 3, S, S)
-        dims = (2, 3, 4)
-        plain = grads.mean(0)
-        unit = (grads / grads.abs().mean(dims, keepdim=True).clamp_min(1e-20)).mean(0)
-        if c.ensemble_grad == "agree":
-            unit = unit * (torch.sign(grads) == torch.sign(unit)[None]).all(0)
-        size = plain.abs().mean((1, 2, 3), keepdim=True)
-        g = unit * size / unit.abs().mean((1, 2, 3), keepdim=True).clamp_min(1e-20)
-        return (pasted * g.detach()).sum()
+        emb = self.ensemble(views)
+        b = views.shape[0] // copies
+        per_model = []
+        for m in t_emb:
+            e = emb[m].view(copies, b, -1)
+            to_target = (1.0 - (e * t_emb[m]).sum(-1)) / gap[m]
+            to_own = (e * own[m][None]).sum(-1) / gap[m]
+            per_model.append((c.w_target * to_target + c.w_dodge * to_own).mean(0))
+        return torch.stack(per_model).mean(0).sum()
 
     def guide(
         self,
@@ -607,11 +563,8 @@ class Refiner(nn.Module):
                     ),
                     inside,
                 )
-            if c.ensemble_grad == "mean":
-                views = eot_copies(self._seen(pasted_id, inside), own_side, c.copies, gen, c.jpeg)
-                loss = self._identity(views, c.copies, aims)
-            else:
-                loss = self._balanced(pasted_id, inside, own_side, gen, aims)
+            views = eot_copies(self._seen(pasted_id, inside), own_side, c.copies, gen, c.jpeg)
+            loss = self._identity(views, c.copies, aims)
             if c.w_geometry > 0:
                 pts = self.geometry.points_net.landmarks(pasted_geo)
                 loss = loss + c.w_geometry * self.geometry.loss_from_points(pts, p_orig).sum()
