@@ -37,7 +37,6 @@ down-scale to 0.5–1.0 of it, Gaussian blur, a shift of up to 3 px, sensor nois
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -53,6 +52,7 @@ from pareidolia.faces.blend import face_mask
 from pareidolia.faces.templates import CHIPS, chip_affine, working_template
 from pareidolia.faces.tps import tps_morph
 from pareidolia.objectives.expression import ClassifierGuide
+from pareidolia.objectives.fidelity import gaussian_blur
 from pareidolia.objectives.geometry import (
     TEMPLATES,
     LandmarkExpressionLoss,
@@ -190,26 +190,6 @@ def _resample(x: torch.Tensor, side: int) -> torch.Tensor:
     return F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    if sigma < 0.3:
-        return x
-    k = max(3, 2 * math.ceil(2.5 * sigma) + 1)
-    t = torch.arange(k, dtype=x.dtype, device=x.device) - (k - 1) / 2
-    g = torch.exp(-0.5 * (t / sigma) ** 2)
-    g = g / g.sum()
-    c = x.shape[1]
-    x = F.conv2d(
-        F.pad(x, (k // 2, k // 2, 0, 0), mode="reflect"),
-        g.view(1, 1, 1, k).expand(c, 1, 1, k),
-        groups=c,
-    )
-    return F.conv2d(
-        F.pad(x, (0, 0, k // 2, k // 2), mode="reflect"),
-        g.view(1, 1, k, 1).expand(c, 1, k, 1),
-        groups=c,
-    )
-
-
 def eot_copies(
     x: torch.Tensor,
     own_side: Sequence[int],
@@ -237,7 +217,8 @@ def eot_copies(
             else:
                 r = float(torch.empty(1).uniform_(0.5, 1.0, generator=g))
                 xi = _resample(xi, max(24, round(side * r)))
-                xi = _blur(xi, float(torch.empty(1).uniform_(0.0, 1.0, generator=g)))
+                sigma = float(torch.empty(1).uniform_(0.0, 1.0, generator=g))
+                xi = xi if sigma < 0.3 else gaussian_blur(xi, sigma)
                 dx, dy = (int(v) for v in torch.randint(-3, 4, (2,), generator=g))
                 xi = torch.roll(xi, shifts=(dy, dx), dims=(2, 3))
                 noise = torch.randn(xi.shape, generator=g).to(xi.device, xi.dtype)

@@ -18,7 +18,7 @@ def l1_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (x_hat - x).abs().flatten(1).mean(1)
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur (reflect padding) of (B, C, H, W)."""
     radius = max(1, int(3.0 * sigma + 0.5))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
@@ -37,4 +37,4 @@ def lowpass_l1_loss(x_hat: torch.Tensor, x: torch.Tensor, sigma: float) -> torch
     middle and high frequencies (METHOD.md, Figure 2)."""
     if x_hat.shape != x.shape:
         raise ValueError(f"shape mismatch: {tuple(x_hat.shape)} vs {tuple(x.shape)}")
-    return _gaussian_blur(x_hat - x, sigma).abs().flatten(1).mean(1)
+    return gaussian_blur(x_hat - x, sigma).abs().flatten(1).mean(1)
