@@ -104,10 +104,6 @@ class RefineConfig:
     guide_steps: int = 0  # identity-guidance steps per generation step (0: no guidance)
     guide_size: float = 0.0015  # network units ([−1, 1]) per guidance step
     guide_grid: int = 32  # the guidance gradient is low-passed to this field size
-    # [ours] a low-frequency chroma field (Cb, Cr on a chroma_grid² grid) of this bound
-    # beside the luminance field (0: luminance only)
-    chroma_eps: float = 0.0
-    chroma_grid: int = 8
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -384,7 +380,6 @@ class Refiner(nn.Module):
         theta_lum: torch.Tensor,
         expression: tuple[torch.Tensor, torch.Tensor] | None = None,
         lum_bound: torch.Tensor | float | None = None,
-        theta_chroma: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``start`` warped by the bounded flow, plus the bounded luminance field.
         ``expression`` = (pre-activations, bound from :meth:`expression_bound`) adds the
@@ -404,12 +399,6 @@ class Refiner(nn.Module):
         )
         dy = F.interpolate(torch.tanh(theta_lum), size=(s, s), mode="bilinear", align_corners=False)
         dy = dy * (c.lum_eps if lum_bound is None else lum_bound)
-        if theta_chroma is not None:
-            cbcr = F.interpolate(
-                torch.tanh(theta_chroma), size=(s, s), mode="bilinear", align_corners=False
-            ) * (c.chroma_eps * self.flow_mask)
-            cb, cr = cbcr[:, :1], cbcr[:, 1:]
-            dy = dy + torch.cat([1.402 * cr, -0.344136 * cb - 0.714136 * cr, 1.772 * cb], 1)
         return (warped + dy).clamp(0.0, 1.0)
 
     def _paste(
@@ -521,12 +510,6 @@ class Refiner(nn.Module):
         theta_flow = torch.zeros(b, 2, c.flow_grid, c.flow_grid, device=dev, requires_grad=True)
         theta_lum = torch.zeros(b, 1, c.lum_grid, c.lum_grid, device=dev, requires_grad=True)
         opt = torch.optim.Adam([theta_flow, theta_lum], lr=c.lr)
-        theta_chroma = None
-        if c.chroma_eps > 0:
-            theta_chroma = torch.zeros(
-                b, 2, c.chroma_grid, c.chroma_grid, device=dev, requires_grad=True
-            )
-            opt.add_param_group({"params": [theta_chroma]})
         aims = self._aims(x0, target, inside)
         with torch.no_grad():
             p_orig = self.geometry.points_net.landmarks(x0)
@@ -543,9 +526,7 @@ class Refiner(nn.Module):
         for step in range(c.steps):
             if expression is None:
                 pasted_id = pasted_geo = self._paste(
-                    x0,
-                    self.edit(start, theta_flow, theta_lum, None, lum_bound, theta_chroma),
-                    inside,
+                    x0, self.edit(start, theta_flow, theta_lum, None, lum_bound), inside
                 )
             else:
                 # the two parts answer to their own terms: the identity terms see the
@@ -554,9 +535,7 @@ class Refiner(nn.Module):
                 # that moves the landmark net's points without moving the face cannot count)
                 fixed = (expression[0].detach(), expression[1])
                 pasted_id = self._paste(
-                    x0,
-                    self.edit(start, theta_flow, theta_lum, fixed, lum_bound, theta_chroma),
-                    inside,
+                    x0, self.edit(start, theta_flow, theta_lum, fixed, lum_bound), inside
                 )
                 pasted_geo = self._paste(
                     x0,
@@ -580,6 +559,4 @@ class Refiner(nn.Module):
             if limit is not None and time.perf_counter() - began > limit:
                 break
         with torch.no_grad():
-            return self.edit(
-                start, theta_flow, theta_lum, expression, lum_bound, theta_chroma
-            ).cpu()
+            return self.edit(start, theta_flow, theta_lum, expression, lum_bound).cpu()
