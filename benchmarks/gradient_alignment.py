@@ -2,6 +2,7 @@
 the held-out wall, on the *training* faces.
 
     python benchmarks/gradient_alignment.py --faces out/prior-data --n 8 [--victim mobileface]
+        [--robust-copy sface=X.safetensors]   # a copy from benchmarks/robust_copy.py, as a model
 
 For each face's 256 px working crop and each zoo FR model m, the gradient g_m of the model's
 identity with respect to the crop's pixels: of cos(f_m(x), f_m(x0)) at x = x0 plus a little
@@ -31,16 +32,17 @@ import torch.nn.functional as F
 from pareidolia.default_protectors import default_target_crop
 from pareidolia.faces.align import to_tensor
 from pareidolia.objectives.fidelity import gaussian_blur
-from pareidolia.objectives.identity import zoo_ensembles
 from pareidolia.prior.facesets import load_faceset
+from tune_refine import ensembles
 
 MODELS = ("dlib", "sface", "faceres", "mobileface")
 BLURS = (0.0, 1.0, 2.0, 4.0, 8.0)
 
 
-def gradients(x0: torch.Tensor, toward: str) -> dict[str, torch.Tensor]:
-    """Each model's gradient (B, 3, S, S) of the identity measure ``toward`` (dodge, target)."""
-    ensemble = zoo_ensembles(256, "cpu")(list(MODELS))
+def gradients(x0: torch.Tensor, toward: str, robust: list[str]) -> dict[str, torch.Tensor]:
+    """Each model's gradient (B, 3, S, S) of the identity measure ``toward`` (dodge, target);
+    the robust copies (``MODEL=FILE``) as models of their own, ``MODEL-robust``."""
+    ensemble = ensembles(robust, "")(list(MODELS))
     with torch.no_grad():
         own = {m: F.normalize(e, dim=-1) for m, e in ensemble(x0).items()}
         aim = {
@@ -56,7 +58,7 @@ def gradients(x0: torch.Tensor, toward: str) -> dict[str, torch.Tensor]:
     emb = ensemble(x)
     ref = own if toward == "dodge" else aim
     out = {}
-    for m in MODELS:
+    for m in emb:
         (g,) = torch.autograd.grad(
             (F.normalize(emb[m], dim=-1) * ref[m]).sum(), x, retain_graph=True
         )
@@ -79,17 +81,18 @@ def main() -> None:
     ap.add_argument("--faces", type=Path, required=True)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--victim", default="mobileface", choices=MODELS)
+    ap.add_argument("--robust-copy", action="append", default=[], help="MODEL=FILE")
     args = ap.parse_args()
     faces = load_faceset(args.faces).faces("train")[: args.n]
     x0 = to_tensor(np.stack([c for _, c in faces]))
-    others = [m for m in MODELS if m != args.victim]
     for toward in ("dodge", "target"):
-        grads = gradients(x0, toward)
+        grads = gradients(x0, toward, args.robust_copy)
+        others = [m for m in grads if m != args.victim]
         for channels, sigma in itertools.product(("rgb", "luminance"), BLURS):
             g = {m: seen(v, channels, sigma) for m, v in grads.items()}
             pairs = {
                 f"{a}~{b}": round(cosine(g[a], g[b]), 3)
-                for a, b in itertools.combinations(MODELS, 2)
+                for a, b in itertools.combinations(grads, 2)
             }
             unit = sum(
                 g[m] / g[m].flatten(1).norm(dim=1).clamp_min(1e-20).view(-1, 1, 1, 1)
