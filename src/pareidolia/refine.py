@@ -49,7 +49,6 @@ from torch import nn
 
 from pareidolia.errors import UserError
 from pareidolia.faces.blend import face_mask
-from pareidolia.faces.mouth import open_mouth
 from pareidolia.faces.templates import CHIPS, chip_affine, working_template
 from pareidolia.faces.tps import tps_morph
 from pareidolia.objectives.expression import ClassifierGuide
@@ -105,9 +104,6 @@ class RefineConfig:
     guide_steps: int = 0  # identity-guidance steps per generation step (0: no guidance)
     guide_size: float = 0.0015  # network units ([−1, 1]) per guidance step
     guide_grid: int = 32  # the guidance gradient is low-passed to this field size
-    # [ours] where the template warp opens the mouth (surprised), its new opening is shaded as
-    # a mouth's inside (faces.mouth.open_mouth), not left as the lip line stretched
-    mouth_shadow: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -330,10 +326,7 @@ class Refiner(nn.Module):
             share = (halves / halves.max())[(p[idx, 0] > bridge).astype(int)]
             dst = p.copy()
             dst[idx] += self.template_warp * scale[i] * iod[i] * want * share[:, None]
-            warped = tps_morph(start[i : i + 1], p, dst, fade, self.grid, step=TPS_STEP)
-            if self.config.mouth_shadow:
-                warped = open_mouth(warped, start[i : i + 1], p, dst)
-            out.append(warped)
+            out.append(tps_morph(start[i : i + 1], p, dst, fade, self.grid, step=TPS_STEP))
         return torch.cat(out)
 
     def warp_scale(self, points: torch.Tensor) -> torch.Tensor:
