@@ -55,7 +55,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("baselines", "default_protectors"),
     ("evaluation",),
     ("report",),
-    ("protect",),
+    ("inputs", "protect"),
     ("web",),
     ("commands", "cli", "__main__"),
 )
