@@ -104,9 +104,6 @@ class RefineConfig:
     guide_steps: int = 0  # identity-guidance steps per generation step (0: no guidance)
     guide_size: float = 0.0015  # network units ([−1, 1]) per guidance step
     guide_grid: int = 32  # the guidance gradient is low-passed to this field size
-    # [ours] the luminance field without its content coarser than a Gaussian of this many crop
-    # pixels (the field minus its blur), so it cannot change the face's shading (0: all of it)
-    lum_highpass: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -402,8 +399,6 @@ class Refiner(nn.Module):
         )
         dy = F.interpolate(torch.tanh(theta_lum), size=(s, s), mode="bilinear", align_corners=False)
         dy = dy * (c.lum_eps if lum_bound is None else lum_bound)
-        if c.lum_highpass > 0:
-            dy = dy - gaussian_blur(dy, c.lum_highpass)
         return (warped + dy).clamp(0.0, 1.0)
 
     def _paste(
