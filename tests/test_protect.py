@@ -39,7 +39,7 @@ from pareidolia.locate import locate_faces
 from pareidolia.protect import ProtectOptions, protect_files, protect_photo
 from pareidolia.protector import Protector, save_protector
 from pareidolia.refine import RefineConfig
-from pareidolia.report import FaceReport, PhotoReport, SkippedFace, exit_status
+from pareidolia.report import ZOO_CAVEAT, FaceReport, PhotoReport, SkippedFace, exit_status
 from pareidolia.runtime import pick_device
 from pareidolia.zoo import registry
 from pareidolia.zoo.spec import EMOTIONS
@@ -243,6 +243,7 @@ def test_table_output(
     assert _files(out_dir) == {"astronaut_protected.jpg"}
     assert "face 0" in out and "sface" in out and "not checked" in out
     assert "1 face(s) protected" in out
+    assert out.rstrip().endswith(ZOO_CAVEAT)  # the matches are the zoo's, and it says so
     # a second run never overwrites: it takes the next free name
     again = ["protect", str(astronaut_path), "-o", str(out_dir), "--protector", str(protector_file)]
     rc, _, _ = _run([*again, "--no-robustness"], capsys)
@@ -1176,6 +1177,7 @@ def test_skip_done_goes_on_where_an_earlier_run_stopped(
         rc, out, err = _run(argv, capsys)
     assert rc == 0 and err == ""
     assert "3 photo(s): 0 face(s) protected" in out and "3 photo(s) done by an earlier run" in out
+    assert ZOO_CAVEAT not in out  # nothing was protected in this run
     assert f"{photos / 'b.jpg'} → {out_dir / 'b_protected.jpg'}: already protected" in out
     assert (out_dir / "b_protected.jpg").read_bytes() == written
     (photos / "c.jpg").unlink()

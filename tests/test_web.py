@@ -29,6 +29,7 @@ from pareidolia.cli import main
 from pareidolia.errors import UserError
 from pareidolia.io import read_photo
 from pareidolia.protector import Protector
+from pareidolia.report import ZOO_CAVEAT
 from pareidolia.web import COLUMNS, WebResult, copy_into, protect_uploads
 from pareidolia.zoo import registry
 
@@ -108,6 +109,7 @@ def test_astronaut_upload_is_protected_with_report(
 
     assert result.message.startswith("Protected 1 of 1 photo(s).")
     assert "**astronaut.jpg**: 1 face(s) protected" in result.message
+    assert result.message.endswith(ZOO_CAVEAT)
     [pair] = result.pairs
     assert pair.name == "astronaut.jpg"
     original, protected = read_photo(pair.original), read_photo(pair.protected)
@@ -182,6 +184,7 @@ def test_not_an_image_gives_a_clear_message_and_cleans_up(
 
     assert result.pairs == [] and result.rows == []
     assert "Protected 0 of 1 photo(s)." in result.message
+    assert ZOO_CAVEAT not in result.message
     assert "**notes.jpg**: not processed: not an image Pillow can read" in result.message
     assert "Traceback" not in result.message
     assert str(tmp_path) not in result.message  # only the user's file name

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLUMNS",
+    "ZOO_CAVEAT",
     "EditedFace",
     "FaceReport",
     "ModelScores",
@@ -499,6 +500,14 @@ def _face_lines(face: FaceReport) -> list[str]:
     return lines
 
 
+ZOO_CAVEAT = (
+    "The matches above are those of this tool's own FR models, which the edit was made "
+    "against; FR systems it was not made against still recognised most faces protected this "
+    "way in our held-out tests (see the README's Limitations)."
+)
+"""Said under every report with a protected face, in the terminal and on the web page."""
+
+
 def render_text(reports: Sequence[PhotoReport]) -> str:
     """A readable table of the photo reports (``pareidolia protect`` and the demo)."""
     lines: list[str] = []
@@ -534,6 +543,8 @@ def render_text(reports: Sequence[PhotoReport]) -> str:
         f"{len(reports)} photo(s): {protected} face(s) protected, {len(kinds)} skipped{why}, "
         f"{errors} with errors" + (f", {done} photo(s) done by an earlier run" if done else "")
     )
+    if protected:
+        lines.append(ZOO_CAVEAT)
     return "\n".join(lines)
 
 

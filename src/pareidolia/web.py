@@ -400,7 +400,13 @@ def _protect(
     """The body of :func:`protect_uploads` inside its request folder ``work``."""
     from pareidolia.io import read_photo
     from pareidolia.protect import ProtectOptions, preset, protect_files
-    from pareidolia.report import PhotoReport, markdown_summary, reports_json, table_rows
+    from pareidolia.report import (
+        ZOO_CAVEAT,
+        PhotoReport,
+        markdown_summary,
+        reports_json,
+        table_rows,
+    )
     from pareidolia.runtime import pick_dtype
 
     if protector_factory is None:
@@ -468,7 +474,7 @@ def _protect(
     head += " (adapted to the target face)." if target is not None else "."
     failed = [markdown_summary(r) for r in shown if r.status != "protected"]
     fine = [markdown_summary(r) for r in shown if r.status == "protected"]
-    message = "\n\n".join([head, *failed, *fine])
+    message = "\n\n".join([head, *failed, *fine, *([ZOO_CAVEAT] if pairs else [])])
     return WebResult(pairs, rows, served, message)
 
 
