@@ -90,6 +90,8 @@ ROWS: dict[str, dict[str, Any]] = {
     # the default with less of the template warp on faces that already smile (smile_full)
     "smile-full": {"refine": {"smile_full": 0.2}},
     "smile-full3": {"refine": {"smile_full": 0.3}},
+    # the default with a finer identity warp: 20 x 20 control cells at 1.5 px (10 x 10 at 2 px)
+    "fine-warp": {"refine": {"flow_grid": 20, "max_shift": 1.5}},
     "natural": {"strength": "natural"},
     "strong": {"strength": "strong"},
     # no identity warp: the expression warp (2 px near the template's landmarks, answering to
