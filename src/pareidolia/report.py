@@ -501,9 +501,9 @@ def _face_lines(face: FaceReport) -> list[str]:
 
 
 ZOO_CAVEAT = (
-    "The matches above are those of this tool's own FR models, which the edit was made "
-    "against; FR systems it was not made against still recognised most faces protected this "
-    "way in our held-out tests (see the README's Limitations)."
+    "The matches in this report are those of this tool's own FR models, which the edit was "
+    "made against; FR systems it was not made against still recognised most faces protected "
+    "with the default settings in our held-out tests (see the README's Limitations)."
 )
 """Said under every report with a protected face, in the terminal and on the web page."""
 
