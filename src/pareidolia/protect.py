@@ -72,7 +72,7 @@ from pareidolia.objectives.identity import zoo_ensembles
 from pareidolia.protector import Protector, adapt_protector, apply_protector, to_crop
 from pareidolia.refine import STRENGTHS, RefineConfig, Refiner
 from pareidolia.report import EditedFace, PhotoReport, SkippedFace, measure_faces
-from pareidolia.runtime import WORKING_SIZE, dtype_name
+from pareidolia.runtime import INVERSION_STEPS, WORKING_SIZE, dtype_name
 from pareidolia.zoo import registry
 
 __all__ = [
@@ -130,6 +130,9 @@ class ProtectOptions:
     mode: Literal["refine", "fast"] = "refine"
     map_strength: float = 0.25  # [ours] share of the MAP protector's change kept (1: all)
     chroma: bool = True  # [ours] keep the edit's luminance, the original's chroma
+    # [ours] DDIM inversion steps of the MAP pass (runtime.INVERSION_STEPS); None: the
+    # protector's own (20, as it was trained, DiffAM's setting)
+    inversion_steps: int | None = INVERSION_STEPS
     refine: RefineConfig = field(default_factory=RefineConfig)
     # FR models the refinement optimises against; None: every model the target is known to
     surrogates: tuple[str, ...] | None = None
@@ -166,6 +169,11 @@ class ProtectOptions:
         ):
             raise OptionError(
                 f"{{batch}} must be auto or at least 1 face, got {self.batch!r}", "batch"
+            )
+        if self.inversion_steps is not None and self.inversion_steps < 2:
+            raise OptionError(
+                f"{{inversion_steps}} must be at least 2, got {self.inversion_steps}",
+                "inversion_steps",
             )
         if not 1 <= self.quality <= 100:
             raise OptionError(f"{{quality}} must be within 1..100, got {self.quality}", "quality")
@@ -379,7 +387,9 @@ def _edit_batch(
     if refinement is not None and options.refine.guide_steps > 0:
         refiner, target = refinement
         guide = refiner.guide(x0, target, side, partial(to_crop, size=x0.shape[-1]), inside)
-    edited = apply_protector(protector, x0, guide, dtype=options.dtype)
+    edited = apply_protector(
+        protector, x0, guide, dtype=options.dtype, n_inv=options.inversion_steps
+    )
     if options.mode == "refine":
         edited = x0 + options.map_strength * (edited - x0)
     if options.chroma:

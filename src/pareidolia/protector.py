@@ -1102,10 +1102,12 @@ def apply_protector(
     faces_0_1: torch.Tensor,
     guide: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     dtype: torch.dtype = torch.float32,
+    n_inv: int | None = None,
 ) -> torch.Tensor:
-    """Protect faces (N, 3, S, S) in [0, 1]: invert with the base network, generate with the
-    protector (no grad through the networks), both computing in ``dtype``
-    (:func:`pareidolia.runtime.pick_dtype`). Returns (N, 3, S, S) in [0, 1] as float32.
+    """Protect faces (N, 3, S, S) in [0, 1]: invert with the base network in ``n_inv`` steps
+    (None: the protector's own, those it was trained on), generate with the protector (no grad
+    through the networks), both computing in ``dtype`` (:func:`pareidolia.runtime.pick_dtype`).
+    Returns (N, 3, S, S) in [0, 1] as float32.
 
     With ``guide`` [ours], every generation step's clean estimate x̂₀ (network space,
     [−1, 1]) is corrected by ``guide(x̂₀, t)`` before it is re-noised
@@ -1118,7 +1120,8 @@ def apply_protector(
     x = _to_net(faces_0_1.detach().to(dev, torch.float32), cfg.resolution)
     eps = unet_eps(protector.unet, dtype)
     with torch.no_grad():
-        x_t0 = invert(unet_eps(protector.base_unet, dtype), ac, x, c.t0, c.n_inv)
+        steps = c.n_inv if n_inv is None else n_inv
+        x_t0 = invert(unet_eps(protector.base_unet, dtype), ac, x, c.t0, steps)
         if guide is None:
             x_hat = generate(eps, ac, x_t0, c.t0, c.n_gen)
     if guide is not None:

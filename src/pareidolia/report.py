@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLUMNS",
+    "INDEPENDENT",
     "ZOO_CAVEAT",
     "EditedFace",
     "FaceReport",
@@ -158,6 +159,9 @@ class FaceReport:
     # (refinement steps done, steps planned); fewer done when --time-limit stopped it; None:
     # no refinement (--fast)
     steps: tuple[int, int] | None = None
+    # the FR judges' view (role fr_judge: FR models no part of the edit was made against;
+    # compared with the original only, the shipped target has no embedding of theirs)
+    independent: list[ModelScores] = field(default_factory=list)
 
     @property
     def time_limited(self) -> bool:
@@ -208,6 +212,7 @@ class FaceReport:
             "robustness": None
             if self.robustness is None
             else [r.to_dict() for r in self.robustness],
+            "independent": [m.to_dict() for m in self.independent],
         }
 
     def to_json(self) -> str:
@@ -320,9 +325,10 @@ def measure_faces(
     size = faces[0].crop.shape[0]
     from pareidolia.evaluation.verification import FaceEmbedder
     from pareidolia.zoo.chip_model import shared_zoo_model
-    from pareidolia.zoo.registry import JUDGE
+    from pareidolia.zoo.registry import JUDGE, names
 
     embedder, judge = FaceEmbedder(device=device), shared_zoo_model(JUDGE, size, device)
+    fr_judges = FaceEmbedder(names("fr_judge"), device)
     target = {m: e.detach().cpu() for m, e in target.items()}  # the embedder's are on the CPU
     originals = [embedder.embed(original, f.face.landmarks) for f in faces]
     robust = (
@@ -348,6 +354,11 @@ def measure_faces(
                 redetected=again,
                 robustness=checks,
                 steps=f.steps,
+                independent=_model_scores(
+                    fr_judges.embed(original, f.face.landmarks),
+                    fr_judges.embed(written, f.face.landmarks),
+                    {},
+                ),
             )
         )
     return reports
@@ -497,13 +508,21 @@ def _face_lines(face: FaceReport) -> list[str]:
         if not isinstance(up, str):
             up = f"target {match_word(up.matches_target)}, original {match_word(up.matches_original)}"
         lines.append(f"    {m.model:<11} {orig:<21} {tgt:<36} {up}")
+    for m in face.independent:
+        orig = f"{score_text(m.original_score)} {match_word(m.matches_original)}"
+        lines.append(f"    {m.model:<11} {orig:<21} {INDEPENDENT}")
     return lines
+
+
+INDEPENDENT = "(independent check: no part of the edit was made against it)"
+"""What the report says beside an FR judge's row."""
 
 
 ZOO_CAVEAT = (
     "The matches in this report are those of this tool's own FR models, which the edit was "
-    "made against; FR systems it was not made against still recognised most faces protected "
-    "with the default settings in our held-out tests (see the README's Limitations)."
+    "made against, except the independent check's; FR systems it was not made against still "
+    "recognised most faces protected with the default settings in our held-out tests (see the "
+    "README's Limitations)."
 )
 """Said under every report with a protected face, in the terminal and on the web page."""
 
@@ -585,6 +604,21 @@ def table_rows(report: PhotoReport) -> list[list[str]]:
                     up,
                 ]
             )
+        for m in face.independent:
+            rows.append(
+                [
+                    str(report.path),
+                    str(face.index),
+                    f"{m.model} {INDEPENDENT}",
+                    m.metric,
+                    score_text(m.threshold),
+                    score_text(m.original_score),
+                    match_word(m.matches_original),
+                    "-",
+                    "-",
+                    "not checked",
+                ]
+            )
     return rows
 
 
@@ -605,10 +639,15 @@ def markdown_summary(report: PhotoReport) -> str:
         fooled = sum(bool(m.matches_target_after) for m in f.models)
         kept = sum(bool(m.matches_original) for m in f.models)
         n = len(f.models)
+        judged = "".join(
+            f"; independent check {m.model}: {match_word(m.matches_original)} to the original"
+            for m in f.independent
+        )
         faces.append(
             f"face {f.index}: expression {_expression_change(f)}, PSNR {_psnr_text(f)} dB, "
             f"SSIM {_num(f.ssim):.3f}; "
             f"matches the target for {fooled} of {n} models, the original for {kept} of {n}"
+            + judged
         )
     line = f"**{name}**: {len(report.faces)} face(s) protected in {_num(report.seconds, 3):.1f} s"
     if kinds:

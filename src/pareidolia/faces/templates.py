@@ -87,6 +87,8 @@ CHIPS: dict[str, ChipTemplate] = {
     "faceres224": _scaled_arcface(224, 0.80),
     "faceapi112": _scaled_arcface(112, 0.85, shift_y=-0.02),
     "emotion64": _scaled_arcface(64, 0.85, shift_y=-0.02),
+    # FaceNet (facenet128): the ArcFace framing, as SFace's, at 160 px (not tuned)
+    "facenet160": _scaled_arcface(160, 1.0),
 }
 
 

@@ -98,7 +98,7 @@ def zoo_model(
         name,
         registry.load(name, device),
         ChipSampler(spec.chip, working_size).to(device),
-        thresholds(name) if spec.role == "fr" else None,
+        thresholds(name) if spec.role in ("fr", "fr_judge") else None,
         working_size=working_size,
         photo_chip=spec.chip,
     )

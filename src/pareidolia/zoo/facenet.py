@@ -170,9 +170,10 @@ class Mixed7a(nn.Module):
 
 
 class InceptionResnetV1(nn.Module):
-    """FaceNet's Inception-ResNet-v1 embedding network (no classifier head)."""
+    """FaceNet's Inception-ResNet-v1 embedding network (no classifier head); 512-D as the paper
+    zoo's, 128-D as the zoo's ``facenet128`` (:mod:`pareidolia.zoo.facenet128`)."""
 
-    def __init__(self, dropout: float = 0.6) -> None:
+    def __init__(self, dropout: float = 0.6, embedding_dim: int = EMBEDDING_DIM) -> None:
         super().__init__()
         self.conv2d_1a = BasicConv2d(3, 32, 3, stride=2)
         self.conv2d_2a = BasicConv2d(32, 32, 3)
@@ -189,11 +190,11 @@ class InceptionResnetV1(nn.Module):
         self.block8 = Block8(relu=False)
         self.avgpool_1a = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.last_linear = nn.Linear(1792, EMBEDDING_DIM, bias=False)
-        self.last_bn = nn.BatchNorm1d(EMBEDDING_DIM, eps=1e-3, momentum=0.1)
+        self.last_linear = nn.Linear(1792, embedding_dim, bias=False)
+        self.last_bn = nn.BatchNorm1d(embedding_dim, eps=1e-3, momentum=0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 160, 160) RGB in [−1, 1] → (B, 512) raw embedding."""
+        """(B, 3, 160, 160) RGB in [−1, 1] → (B, embedding_dim) raw embedding."""
         x = self.conv2d_2b(self.conv2d_2a(self.conv2d_1a(x)))
         x = self.conv2d_4b(self.conv2d_4a(self.conv2d_3b(self.maxpool_3a(x))))
         x = self.repeat_2(self.mixed_6a(self.repeat_1(x)))

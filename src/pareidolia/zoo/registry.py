@@ -25,6 +25,7 @@ _MODULES = (
     "pareidolia.zoo.sface",
     "pareidolia.zoo.human",
     "pareidolia.zoo.faceapi_dense",
+    "pareidolia.zoo.facenet128",
 )
 
 

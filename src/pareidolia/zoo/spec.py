@@ -5,7 +5,7 @@ in [0, 1] (S = ``input_size``), already aligned to the model's chip template
 (:mod:`pareidolia.faces.templates`), and does its own normalisation inside ``forward``.
 
 Outputs by role:
-- ``fr``: (B, D) raw identity embedding (not normalised);
+- ``fr`` / ``fr_judge``: (B, D) raw identity embedding (not normalised);
 - ``landmarks``: (B, 68, 2) iBUG-68 points in [0, 1] chip coordinates (x, y);
 - ``expression`` / ``emotion_judge``: (B, 7) log-probabilities in :data:`EMOTIONS` order.
 """
@@ -18,7 +18,9 @@ from typing import Literal
 
 from torch import nn
 
-Role = Literal["fr", "landmarks", "expression", "emotion_judge"]
+Role = Literal["fr", "fr_judge", "landmarks", "expression", "emotion_judge"]
+"""``fr_judge``: an FR model kept out of every ensemble (no surrogate, report or protector
+uses it): the benchmarks' independent check, as ``emotion_judge`` is for expressions."""
 
 EMOTIONS: tuple[str, ...] = (
     "neutral",
