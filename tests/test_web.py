@@ -29,7 +29,7 @@ from pareidolia.cli import main
 from pareidolia.errors import UserError
 from pareidolia.io import read_photo
 from pareidolia.protector import Protector
-from pareidolia.report import ZOO_CAVEAT
+from pareidolia.report import INDEPENDENT, ZOO_CAVEAT
 from pareidolia.web import COLUMNS, WebResult, copy_into, protect_uploads
 from pareidolia.zoo import registry
 
@@ -124,12 +124,15 @@ def test_astronaut_upload_is_protected_with_report(
     assert report["photos"][0]["output"] == "astronaut_protected.jpg"
     assert report["photos"][0]["status"] == "protected"
 
-    assert [r[2] for r in result.rows] == FR  # one row per FR model of the one face
+    # one row per FR model of the one face, then the FR judge's, said to be independent
+    assert [r[2] for r in result.rows] == [*FR, f"facenet128 {INDEPENDENT}"]
     for row in result.rows:
         assert len(row) == len(COLUMNS)
         assert row[0] == "astronaut.jpg" and row[1] == "0"
-        assert row[6] in ("match", "no match") and "→" in row[7] and "→" in row[8]
-        assert row[9] == "not checked"
+        assert row[6] in ("match", "no match") and row[9] == "not checked"
+    for row in result.rows[:-1]:
+        assert "→" in row[7] and "→" in row[8]
+    assert result.rows[-1][7:9] == ["-", "-"]  # the judge has no embedding of the target
 
     assert list(work.iterdir()) == []  # the request folder is gone
     assert seen and seen[0][0] == 0.0 and all(0.0 <= f <= 1.0 for f, _ in seen)

@@ -520,9 +520,9 @@ INDEPENDENT = "(independent check: no part of the edit was made against it)"
 
 ZOO_CAVEAT = (
     "The matches in this report are those of this tool's own FR models, which the edit was "
-    "made against, except the independent check's; FR systems it was not made against still "
-    "recognised most faces protected with the default settings in our held-out tests (see the "
-    "README's Limitations)."
+    "made against, except the independent check's; some FR systems it was not made against "
+    "still recognised most faces protected with the default settings in our held-out tests "
+    "(see the README's Limitations)."
 )
 """Said under every report with a protected face, in the terminal and on the web page."""
 

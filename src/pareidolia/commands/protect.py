@@ -94,7 +94,7 @@ def add_protect_parser(sub: Any) -> None:
         type=int,
         metavar="N",
         help=f"DDIM inversion steps of the MAP pass (default {INVERSION_STEPS}; 20: as the "
-        "protectors were trained, the paper's setting, about 0.9 s more per face on 2 cores)",
+        "protectors were trained, the paper's setting, about 0.7 s more per face on 2 cores)",
     )
     p.add_argument(
         "--no-chroma-restore",
