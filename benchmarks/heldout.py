@@ -27,8 +27,9 @@ the face oval's part inside the photo):
 - seconds per face (excluding model loading).
 
 Leave-one-out tables rotate the victim over the four zoo models (surrogates: the other three),
-and add the FR judge ``facenet128`` (FaceNet, 128-D; surrogates: all four, as a user's run has
-them), which no surrogate, protector or setting was ever made with; the transfer table trains on two and tests on the other two. The MAP stage is the shipped
+and add the FR judges ``facenet128`` and ``mobilefacenet512`` (surrogates: all four, as a
+user's run has them), which no surrogate, protector or setting was ever made with; the
+transfer table trains on two and tests on the other two. The MAP stage is the shipped
 protector (victim dlib; its surrogates were the other three) for every victim: for victims
 other than dlib that stage has seen the victim, which the ``refine-only`` row (no MAP stage)
 bounds. Writes ``OUT/heldout.json``, ``OUT/heldout.md`` and ``OUT/grid_<row>.png``.
@@ -79,9 +80,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # crops, faces' sides, their inside-the-photo masks → edited crops
 Editor = Callable[[torch.Tensor, list[int], list[np.ndarray]], torch.Tensor]
 FR = ["dlib", "sface", "faceres", "mobileface"]
-# the zoo's FR judge (role fr_judge): an FR model of another family that no surrogate,
-# protector or setting was made with; a victim of every row, the surrogates all four of FR
-JUDGE_FR = "facenet128"
+# the zoo's FR judges (role fr_judge): FR models no surrogate, protector or setting was made
+# with; victims of every row, the surrogates all four of FR
+JUDGES = registry.names("fr_judge")
 FACE_RECOGNITION = "face_recognition-1.3.0/face_recognition-1.3.0/tests/test_images"
 SIZE = 256
 
@@ -170,8 +171,8 @@ class Judges:
     and the emotion judge."""
 
     def __init__(self) -> None:
-        self.nets = {m: registry.load(m, "cpu") for m in [*FR, JUDGE_FR]}
-        self.chips = {m: ChipSampler(registry.get(m).chip, SIZE) for m in [*FR, JUDGE_FR]}
+        self.nets = {m: registry.load(m, "cpu") for m in [*FR, *JUDGES]}
+        self.chips = {m: ChipSampler(registry.get(m).chip, SIZE) for m in [*FR, *JUDGES]}
         self.judge = registry.load("mini_xception", "cpu")
         self.judge_chip = ChipSampler("emotion64", SIZE)
         self.points = LaplacianLoss()
@@ -358,7 +359,7 @@ def _pct(x: float) -> str:
 def markdown(results: dict[str, Any]) -> str:
     lines = []
     for table, title in (
-        ("leave_one_out", "Leave one out (surrogates: the other three; facenet128: all four)"),
+        ("leave_one_out", "Leave one out (surrogates: the other three; the FR judges: all four)"),
         ("transfer", "Transfer (surrogates: the other pair)"),
     ):
         if not results.get(table):
@@ -415,7 +416,7 @@ def main() -> None:
                 m, np.stack([f.crop for f in faces if f.photo in ("obama2-0", "obama3-0")])
             ),
         }
-        for m in [*FR, JUDGE_FR]
+        for m in [*FR, *JUDGES]
     }
     obama_target = {
         m: torch.nn.functional.normalize(j.embed(m, obama_enroll[None]), dim=-1) for m in FR
@@ -430,7 +431,7 @@ def main() -> None:
     if path.is_file():
         results = json.loads(path.read_text())
     loo = [(tuple(m for m in FR if m != v), [v]) for v in FR]
-    splits = [("leave_one_out", [*loo, (tuple(FR), [JUDGE_FR])])]
+    splits = [("leave_one_out", [*loo, (tuple(FR), JUDGES)])]
     if not args.no_transfer:
         splits.append(
             (

@@ -87,8 +87,9 @@ def test_models_lists_the_zoo_with_checksums_ok(capsys: pytest.CaptureFixture[st
         "mini_xception",
         "yunet",
         "facenet128",
+        "mobilefacenet512",
     } <= set(by_name)
-    assert by_name["facenet128"]["role"] == "fr_judge"
+    assert by_name["facenet128"]["role"] == by_name["mobilefacenet512"]["role"] == "fr_judge"
     assert all(r["status"] == "ok" for r in rows if r["role"] != "score_network"), rows
     assert {
         "name",

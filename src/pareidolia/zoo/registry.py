@@ -26,6 +26,7 @@ _MODULES = (
     "pareidolia.zoo.human",
     "pareidolia.zoo.faceapi_dense",
     "pareidolia.zoo.facenet128",
+    "pareidolia.zoo.mobilefacenet512",
 )
 
 
