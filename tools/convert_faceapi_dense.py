@@ -28,8 +28,7 @@ REPO = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 sys.path.insert(0, str(REPO / "src"))
 
-from packages import PACKAGES, fetch  # noqa: E402
-from pareidolia.checksums import file_sha256  # noqa: E402
+from packages import PACKAGES, fetch, provenance_record  # noqa: E402
 from pareidolia.zoo.faceapi_dense import FaceApiExpression, FaceApiLandmarks  # noqa: E402
 from pareidolia.zoo.tfjs import (  # noqa: E402
     depthwise_to_torch,
@@ -101,16 +100,7 @@ def convert(out_dir: Path) -> list[dict]:
         )
         result.chmod(0o644)  # safetensors writes 0600 files
         records.append(
-            {
-                "model": model,
-                "package": f"{pkg.registry} {pkg.name}",
-                "version": pkg.version,
-                "source_file": source_file,
-                "source_sha256": file_sha256(root / source_file),
-                "result_file": result.name,
-                "result_sha256": file_sha256(result),
-                "licence": LICENCE,
-            }
+            provenance_record(model, PACKAGE_KEY, source_file, root / source_file, result, LICENCE)
         )
     return records
 

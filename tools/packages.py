@@ -162,6 +162,23 @@ def fetch(key: str) -> Path:
     return root
 
 
+def provenance_record(
+    model: str, key: str, source_file: str, source: Path, result: Path, licence: str
+) -> dict[str, str]:
+    """The PROVENANCE.md record of one shipped file converted from package ``key``."""
+    pkg = PACKAGES[key]
+    return {
+        "model": model,
+        "package": f"{pkg.registry} {pkg.name}",
+        "version": pkg.version,
+        "source_file": source_file,
+        "source_sha256": file_sha256(source),
+        "result_file": result.name,
+        "result_sha256": file_sha256(result),
+        "licence": licence,
+    }
+
+
 if __name__ == "__main__":
     import sys
 
