@@ -72,6 +72,17 @@ def time_mode(mode: str, photos: list[Path]) -> dict[str, Any]:
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" elsewhere): speeds differ several
+    times between the machines this is run on."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown"
+    names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+    return names[0] if names else "unknown"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -86,6 +97,7 @@ def main() -> None:
         )
     results: dict[str, Any] = {
         "machine": {
+            "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
