@@ -97,9 +97,6 @@ class RefineConfig:
     w_geometry: float = 20.0
     w_classifier: float = 0.05
     copies: int = 3  # EOT copies per face and step
-    # [ours] the surrogates' terms weighted by a softmax over models at this temperature
-    # (in gap units), so the surrogate still least fooled gets most of the step (0: the mean)
-    hardest: float = 0.0
     jpeg: bool = True  # real JPEG in the loop (straight-through gradient)
     # a time limit per face: a batch of n faces stops after the step that passes n × this
     # many seconds, keeping what it reached (None: all the steps)
@@ -130,8 +127,6 @@ class RefineConfig:
             problems.append("flow_grid and lum_grid must be at least 2")
         if min(self.w_target, self.w_dodge, self.w_geometry, self.w_classifier) < 0:
             problems.append("loss weights must be non-negative")
-        if self.hardest < 0:
-            problems.append(f"hardest must be 0 or more, got {self.hardest}")
         if self.copies < 1:
             problems.append(f"copies must be at least 1, got {self.copies}")
         if self.max_seconds is not None and not self.max_seconds > 0:
@@ -451,11 +446,7 @@ class Refiner(nn.Module):
             to_target = (1.0 - (e * t_emb[m]).sum(-1)) / gap[m]
             to_own = (e * own[m][None]).sum(-1) / gap[m]
             per_model.append((c.w_target * to_target + c.w_dodge * to_own).mean(0))
-        terms = torch.stack(per_model)  # (models, faces)
-        if c.hardest == 0.0:
-            return terms.mean(0).sum()
-        weights = torch.softmax(terms.detach() / c.hardest, dim=0)
-        return (weights * terms).sum(0).sum()
+        return torch.stack(per_model).mean(0).sum()
 
     def guide(
         self,
