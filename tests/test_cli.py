@@ -19,8 +19,9 @@ from pareidolia.evaluation.variants import strong_variant
 from pareidolia.io import read_photo, write_photo
 
 VERIFY_KEYS = {"a", "b", "far", "models", "all_match", "none_match"}
-MODEL_KEYS = {"model", "metric", "score", "threshold", "match"}
+MODEL_KEYS = {"model", "metric", "score", "threshold", "match", "independent"}
 FR = {"dlib", "sface", "faceres", "mobileface"}
+JUDGES = {"facenet128", "mobilefacenet512"}
 
 
 def _run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
@@ -52,7 +53,8 @@ def test_verify_matches_an_edited_copy_on_every_model(
 ) -> None:
     out = _run_json(capsys, "verify", str(astronaut_path), str(astronaut_variant))
     assert set(out) == VERIFY_KEYS and out["far"] == "0.01"
-    assert {m["model"] for m in out["models"]} == FR
+    assert {m["model"] for m in out["models"]} == FR | JUDGES
+    assert {m["model"] for m in out["models"] if m["independent"]} == JUDGES
     assert all(set(m) == MODEL_KEYS for m in out["models"])
     assert all(m["match"] for m in out["models"]), out["models"]
     assert out["all_match"] is True
@@ -74,8 +76,10 @@ def test_verify_table_is_readable(
     assert main(["verify", str(astronaut_path), str(astronaut_variant)]) == 0
     text = capsys.readouterr().out
     assert "verdict: same person for every model" in text
-    for name in FR:
-        assert name in text
+    rows = {line.split()[0]: line for line in text.splitlines() if line.split()}
+    for name in FR | JUDGES:
+        assert "match" in rows[name]
+        assert ("independent check" in rows[name]) == (name in JUDGES)
 
 
 def test_models_lists_the_zoo_with_checksums_ok(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,7 @@
-"""``pareidolia verify A B``: do two photos show the same person, model by model?"""
+"""``pareidolia verify A B``: do two photos show the same person, model by model?
+
+The zoo's FR models, then its FR judges (marked ``independent``: models no part of an edit was
+made against, the truer test of a protected photo)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from pareidolia.evaluation.verification import FaceEmbedder, compare
 from pareidolia.faces.detect import Face
 from pareidolia.io import read_photo
 from pareidolia.locate import locate_faces
+from pareidolia.report import INDEPENDENT
+from pareidolia.zoo import registry
 
 
 def largest_face(path: Path) -> tuple[Any, Face, int]:
@@ -34,7 +39,8 @@ def verify_files(a: Path, b: Path, far: str = "0.01") -> dict[str, Any]:
     """The verification report of the largest face of ``a`` against that of ``b`` (JSON-ready)."""
     photo_a, face_a, n_a = largest_face(a)
     photo_b, face_b, n_b = largest_face(b)
-    embedder = FaceEmbedder()
+    judges = registry.names("fr_judge")
+    embedder = FaceEmbedder(registry.names("fr") + judges)
     verdicts = compare(
         embedder.embed(photo_a.rgb, face_a.landmarks),
         embedder.embed(photo_b.rgb, face_b.landmarks),
@@ -51,6 +57,7 @@ def verify_files(a: Path, b: Path, far: str = "0.01") -> dict[str, Any]:
                 "score": round(v.score, 4),
                 "threshold": round(v.threshold, 4),
                 "match": v.match,
+                "independent": v.model in judges,
             }
             for v in verdicts
         ],
@@ -61,16 +68,19 @@ def verify_files(a: Path, b: Path, far: str = "0.01") -> dict[str, Any]:
 
 def render_verify(result: dict[str, Any]) -> str:
     """A readable table of :func:`verify_files`' report."""
+    width = max(12, *(len(m["model"]) + 1 for m in result["models"]))
     lines = [
         f"A: {result['a']['path']} ({result['a']['faces_found']} face(s), largest used)",
         f"B: {result['b']['path']} ({result['b']['faces_found']} face(s), largest used)",
         "",
-        f"{'model':<12} {'metric':<10} {'score':>8}  {'rule (FAR ' + result['far'] + ')':<18} decision",
+        f"{'model':<{width}} {'metric':<10} {'score':>8}  {'rule (FAR ' + result['far'] + ')':<18} decision",
     ]
     for m in result["models"]:
         rule = f"{'>' if m['metric'] == 'cosine' else '<'} {m['threshold']:.3f}"
+        decision = "match" if m["match"] else "no match"
+        note = f"  {INDEPENDENT}" if m["independent"] else ""
         lines.append(
-            f"{m['model']:<12} {m['metric']:<10} {m['score']:>8.3f}  {rule:<18} {'match' if m['match'] else 'no match'}"
+            f"{m['model']:<{width}} {m['metric']:<10} {m['score']:>8.3f}  {rule:<18} {decision:<8}{note}".rstrip()
         )
     verdict = (
         "same person for every model"
