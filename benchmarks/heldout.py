@@ -95,8 +95,8 @@ ROWS: dict[str, dict[str, Any]] = {
     # the default with less of the template warp on faces that already smile (smile_full)
     "smile-full": {"refine": {"smile_full": 0.2}},
     "smile-full3": {"refine": {"smile_full": 0.3}},
-    # the default with a finer identity warp: 20 x 20 control cells at 1.5 px (10 x 10 at 2 px)
-    "fine-warp": {"refine": {"flow_grid": 20, "max_shift": 1.5}},
+    # the default's identity warp before round 7: 10 × 10 cells at 2 px
+    "coarse-warp": {"refine": {"flow_grid": 10, "max_shift": 2.0}},
     "natural": {"strength": "natural"},
     "strong": {"strength": "strong"},
     # no identity warp: the expression warp (2 px near the template's landmarks, answering to
@@ -197,7 +197,9 @@ REAL_TARGET_ROWS = (
     "default-no-warp",
     "natural",
     "strong",
+    "coarse-warp",
 )  # the other rows: synthetic target only
+TRANSFER_ROWS = ("none", "default", "default-no-warp", "coarse-warp")  # the others: leave one out
 
 
 def _options(row: str, surrogates: tuple[str, ...]) -> ProtectOptions:
@@ -444,7 +446,7 @@ def main() -> None:
         )
     for table, runs in splits:
         for row in rows:
-            if table == "transfer" and row not in ("none", "default", "default-no-warp"):
+            if table == "transfer" and row not in TRANSFER_ROWS:
                 continue
             if row in results[table]:
                 continue
