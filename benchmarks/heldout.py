@@ -97,6 +97,10 @@ ROWS: dict[str, dict[str, Any]] = {
     "smile-full3": {"refine": {"smile_full": 0.3}},
     # the default's identity warp before round 7: 10 × 10 cells at 2 px
     "coarse-warp": {"refine": {"flow_grid": 10, "max_shift": 2.0}},
+    # an even finer identity warp, 32 × 32 cells at 1 px
+    "finer-warp": {"refine": {"flow_grid": 32, "max_shift": 1.0}},
+    # the natural preset with the default's 20 × 20 identity warp (its own: 10 × 10 at 1.5 px)
+    "natural-fine-warp": {"strength": "natural", "refine": {"flow_grid": 20}},
     "natural": {"strength": "natural"},
     "strong": {"strength": "strong"},
     # no identity warp: the expression warp (2 px near the template's landmarks, answering to
