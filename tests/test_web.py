@@ -110,6 +110,11 @@ def test_astronaut_upload_is_protected_with_report(
     assert result.message.startswith("Protected 1 of 1 photo(s).")
     assert "**astronaut.jpg**: 1 face(s) protected" in result.message
     assert result.message.endswith(ZOO_CAVEAT)
+    # and how many faces each FR judge no longer matches, as its rows below say
+    for m in registry.names("fr_judge"):
+        row = next(r for r in result.rows if r[2] == f"{m} {INDEPENDENT}")
+        dodged = int(row[6] == "no match")
+        assert f"{dodged} of 1 face(s) no longer match their original for {m}" in result.message
     [pair] = result.pairs
     assert pair.name == "astronaut.jpg"
     original, protected = read_photo(pair.original), read_photo(pair.protected)

@@ -563,9 +563,30 @@ def render_text(reports: Sequence[PhotoReport]) -> str:
         f"{len(reports)} photo(s): {protected} face(s) protected, {len(kinds)} skipped{why}, "
         f"{errors} with errors" + (f", {done} photo(s) done by an earlier run" if done else "")
     )
+    check = independent_summary([f for r in reports if r.output is not None for f in r.faces])
+    if check:
+        lines.append(check)
     if protected:
         lines.append(ZOO_CAVEAT)
     return "\n".join(lines)
+
+
+def independent_summary(faces: Sequence[FaceReport]) -> str:
+    """``independent check: 3 of 4 face(s) no longer match their original for facenet128, …``
+    over the written faces; "" when no face has an FR judge's row."""
+    counts: dict[str, list[int]] = {}  # judge → [faces no longer matched, faces checked]
+    for face in faces:
+        for m in face.independent:
+            c = counts.setdefault(m.model, [0, 0])
+            c[0] += not m.matches_original
+            c[1] += 1
+    if not counts:
+        return ""
+    parts = [
+        f"{n} of {total} face(s) no longer match their original for {model}"
+        for model, (n, total) in counts.items()
+    ]
+    return "independent check: " + ", ".join(parts)
 
 
 COLUMNS = [
