@@ -114,7 +114,7 @@ def test_astronaut_upload_is_protected_with_report(
     for m in registry.names("fr_judge"):
         row = next(r for r in result.rows if r[2] == f"{m} {INDEPENDENT}")
         dodged = int(row[6] == "no match")
-        assert f"{dodged} of 1 face(s) no longer match their original for {m}" in result.message
+        assert f"{m} {dodged} of 1" in result.message
     [pair] = result.pairs
     assert pair.name == "astronaut.jpg"
     original, protected = read_photo(pair.original), read_photo(pair.protected)

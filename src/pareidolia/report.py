@@ -572,7 +572,7 @@ def render_text(reports: Sequence[PhotoReport]) -> str:
 
 
 def independent_summary(faces: Sequence[FaceReport]) -> str:
-    """``independent check: 3 of 4 face(s) no longer match their original for facenet128, …``
+    """``independent check, faces no longer matching their original: facenet128 3 of 4, …``
     over the written faces; "" when no face has an FR judge's row."""
     counts: dict[str, list[int]] = {}  # judge → [faces no longer matched, faces checked]
     for face in faces:
@@ -582,11 +582,8 @@ def independent_summary(faces: Sequence[FaceReport]) -> str:
             c[1] += 1
     if not counts:
         return ""
-    parts = [
-        f"{n} of {total} face(s) no longer match their original for {model}"
-        for model, (n, total) in counts.items()
-    ]
-    return "independent check: " + ", ".join(parts)
+    parts = [f"{model} {n} of {total}" for model, (n, total) in counts.items()]
+    return "independent check, faces no longer matching their original: " + ", ".join(parts)
 
 
 COLUMNS = [
