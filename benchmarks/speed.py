@@ -73,8 +73,8 @@ def time_mode(mode: str, photos: list[Path]) -> dict[str, Any]:
 
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo ("unknown" elsewhere): speeds differ several
-    times between the machines this is run on."""
+    """The CPU's model name from /proc/cpuinfo ("unknown" elsewhere): the same code ran up to
+    twice as fast on one machine as on another."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:

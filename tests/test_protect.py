@@ -259,7 +259,7 @@ def test_table_output(
     assert "facenet128" in out and "mobilefacenet512" in out and INDEPENDENT in out  # judges
     assert "1 face(s) protected" in out
     # the summary counts, per judge, the faces its row says no longer match their original
-    summary = [ln for ln in out.splitlines() if ln.startswith("independent check, ")]
+    summary = [ln for ln in out.splitlines() if ln.startswith("Independent check, ")]
     assert len(summary) == 1
     for judge in registry.names("fr_judge"):
         row = next(ln for ln in out.splitlines() if ln.split()[:1] == [judge])

@@ -563,7 +563,7 @@ def render_text(reports: Sequence[PhotoReport]) -> str:
         f"{len(reports)} photo(s): {protected} face(s) protected, {len(kinds)} skipped{why}, "
         f"{errors} with errors" + (f", {done} photo(s) done by an earlier run" if done else "")
     )
-    check = independent_summary([f for r in reports if r.output is not None for f in r.faces])
+    check = independent_summary(reports)
     if check:
         lines.append(check)
     if protected:
@@ -571,11 +571,12 @@ def render_text(reports: Sequence[PhotoReport]) -> str:
     return "\n".join(lines)
 
 
-def independent_summary(faces: Sequence[FaceReport]) -> str:
-    """``independent check, faces no longer matching their original: facenet128 3 of 4, …``
-    over the written faces; "" when no face has an FR judge's row."""
+def independent_summary(reports: Sequence[PhotoReport]) -> str:
+    """``Independent check, faces no longer matching their original: facenet128 3 of 4, …``
+    over the faces of the written photos; "" when no face has an FR judge's row."""
     counts: dict[str, list[int]] = {}  # judge → [faces no longer matched, faces checked]
-    for face in faces:
+    written = [face for r in reports if r.output is not None for face in r.faces]
+    for face in written:
         for m in face.independent:
             c = counts.setdefault(m.model, [0, 0])
             c[0] += not m.matches_original
@@ -583,7 +584,7 @@ def independent_summary(faces: Sequence[FaceReport]) -> str:
     if not counts:
         return ""
     parts = [f"{model} {n} of {total}" for model, (n, total) in counts.items()]
-    return "independent check, faces no longer matching their original: " + ", ".join(parts)
+    return "Independent check, faces no longer matching their original: " + ", ".join(parts)
 
 
 COLUMNS = [

@@ -475,11 +475,8 @@ def _protect(
     head += " (adapted to the target face)." if target is not None else "."
     failed = [markdown_summary(r) for r in shown if r.status != "protected"]
     fine = [markdown_summary(r) for r in shown if r.status == "protected"]
-    check = independent_summary([f for r in shown if r.output is not None for f in r.faces])
-    tail = [
-        *([check[0].upper() + check[1:] + "."] if check else []),
-        *([ZOO_CAVEAT] if pairs else []),
-    ]
+    check = independent_summary(shown)
+    tail = [*([check] if check else []), *([ZOO_CAVEAT] if pairs else [])]
     message = "\n\n".join([head, *failed, *fine, *tail])
     return WebResult(pairs, rows, served, message)
 
