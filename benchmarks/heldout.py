@@ -106,6 +106,14 @@ ROWS: dict[str, dict[str, Any]] = {
     # no identity warp: the expression warp (2 px near the template's landmarks, answering to
     # the template alone) in its place
     "default-no-warp": {"refine": {"max_shift": 0.0, "expression_shift": 2.0, "w_geometry": 100.0}},
+    # ablations of our additions, on the default (round 8): each takes one of them away
+    "default-no-template-warp": {"refine": {"template_warp": 0.0}},
+    "default-refine-only": {"map_strength": 0.0},  # no MAP edit: the refinement alone
+    "default-no-chroma": {"chroma": False},
+    "default-no-geometry": {"refine": {"w_geometry": 0.0}},
+    "default-no-classifier": {"refine": {"w_classifier": 0.0}},
+    "default-flat-bound": {"refine": {"lum_texture": 0.0}},  # 8/255 everywhere
+    "default-no-eot": {"refine": {"copies": 1, "jpeg": False}},  # the face at its own size only
     # ablations of our additions, on the natural preset
     "natural-no-chroma": {"strength": "natural", "chroma": False},
     "natural-no-geometry": {"strength": "natural", "refine": {"w_geometry": 0.0}},
