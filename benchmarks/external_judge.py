@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CHIP = 112
 ROWS = "none,fast,natural,default,strong"
 Z = {"0.1": 1.2816, "0.01": 2.3263}  # as tools/calibrate_thresholds.py
 
