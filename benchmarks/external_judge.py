@@ -21,8 +21,8 @@ models as surrogates and the shipped synthetic target, and writes the ArcFace 11
 of the target's test photo and of the 29 calibration faces of ``tools/calibrate_thresholds.py``
 to ``DIR/chips.npz``. ``score`` needs only numpy and ``ai-edge-litert`` (a venv with
 ``pip install numpy ai-edge-litert==2.3.0``; it imports nothing of pareidolia): it embeds every
-chip, calibrates the thresholds on the calibration faces' impostor pairs exactly as
-``tools/calibrate_thresholds.py`` does (FAR 0.1: the impostor quantile; FAR 0.01: a normal fit,
+chip, calibrates the thresholds on the calibration faces' impostor pairs with the function
+``tools/calibrate_thresholds.py`` uses (``tools/impostor_threshold.py``; FAR 0.1: the impostor quantile; FAR 0.01: a normal fit,
 at least the highest impostor score), and writes ``DIR/external_judge.json`` and ``.md``:
 per row, dodging (the protected face matches neither its own original nor another real photo
 of the same person) and the synthetic target's PSR.
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = "none,fast,natural,default,strong"
-Z = {"0.1": 1.2816, "0.01": 2.3263}  # as tools/calibrate_thresholds.py
 
 
 def crops(out: Path, rows: list[str], packages: Path, emotion: str) -> None:
@@ -120,24 +118,17 @@ def _embedder(model: Path) -> Any:
     return embed
 
 
-def _threshold(scores: np.ndarray, far: str) -> float:
-    """As tools/calibrate_thresholds.py: the impostor quantile where the pairs allow it (≥ 5
-    above it), else a normal fit, at least the highest impostor score."""
-    f = float(far)
-    if len(scores) * f >= 5:
-        return float(np.quantile(scores, 1.0 - f))
-    fit = statistics.fmean(scores) + Z[far] * statistics.pstdev(scores)
-    return max(float(scores.max()), fit)
-
-
 def score(out: Path, model: Path) -> None:
+    sys.path.insert(0, str(ROOT / "tools"))
+    from impostor_threshold import threshold_for
+
     d = np.load(out / "chips.npz")
     embed = _embedder(model)
     calib = embed(d["calib"])
     excluded = {tuple(p) for p in d["excluded"].tolist()}
     pairs = [p for p in itertools.combinations(range(len(calib)), 2) if p not in excluded]
     impostor = np.array([float(calib[i] @ calib[j]) for i, j in pairs])
-    th = {far: _threshold(impostor, far) for far in ("0.1", "0.01")}
+    th = {far: threshold_for(impostor, float(far), "cosine")[0] for far in ("0.1", "0.01")}
     person = d["person"]
     orig = embed(d["original"])
     target = embed(d["target"])[0]

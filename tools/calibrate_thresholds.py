@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from impostor_threshold import threshold_for
 from packages import fetch
 from pareidolia.commands.demo import ASTRONAUT
 from pareidolia.evaluation.variants import strong_variant
@@ -53,7 +53,6 @@ DOCUMENTED = {
     ),
     "dlib": ("euclidean", 0.6, "documented: dlib / face-api FaceMatcher same-person distance"),
 }
-Z = {"0.1": 1.2816, "0.01": 2.3263, "0.001": 3.0902}
 
 
 def photo_paths() -> list[Path]:
@@ -96,24 +95,6 @@ def collect(
             copies.append(embedder.embed(*copy))
             labels.append(f"{path.name}#{i}")
     return originals, copies, labels
-
-
-def threshold_for(scores: np.ndarray, far: float, metric: str) -> tuple[float, str]:
-    """Threshold admitting ``far`` of impostor ``scores``; see module docstring."""
-    n = len(scores)
-    sign = 1.0 if metric == "cosine" else -1.0  # work on "higher = more similar"
-    s = sign * scores
-    fit = statistics.fmean(s) + Z[str(far)] * statistics.pstdev(s)
-    if n * far >= 5:
-        q = float(np.quantile(s, 1.0 - far))
-        value, how = q, f"calibrated: impostor quantile at 1 − {far} over {n} pairs"
-    else:
-        q = float(s.max())
-        value, how = (
-            max(q, fit),
-            f"calibrated: normal fit to {n} impostor pairs (mean + {Z[str(far)]}·std), at least their maximum",
-        )
-    return sign * value, how
 
 
 def main() -> None:
